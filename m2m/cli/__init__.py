@@ -1,0 +1,28 @@
+"""The ``m2m`` command: one group, one module per command family."""
+
+from __future__ import annotations
+
+import click
+
+from m2m.cli.app import App, M2MGroup
+from m2m.cli.schema import schema
+from m2m.cli.stack import stack
+
+
+@click.group(cls=M2MGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Configuration file (default: $M2M_CONFIG, else ./m2m.yaml, else built-in defaults).",
+)
+@click.version_option(package_name="m2m")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """m2m: connect machine-to-machine devices and keep their data."""
+    ctx.obj = App(config_path)
+
+
+for command in (stack, schema):
+    main.add_command(command)

@@ -1,0 +1,35 @@
+"""What every command shares: the lazily loaded configuration and one way to fail."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import click
+
+from m2m.config import Config, load_config
+from m2m.errors import M2MError
+
+
+class App:
+    """The state behind one ``m2m`` invocation."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+class M2MGroup(click.Group):
+    """A group that turns the platform's own errors into one line on stderr and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except M2MError as exc:
+            raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,124 @@
+"""The platform's configuration: one YAML file, every key with a default for the local stack.
+
+Where the file is found, first match wins: ``--config FILE``, ``$M2M_CONFIG``, ``./m2m.yaml``;
+with none of them the defaults apply. An unknown key or a value of the wrong type is a
+:class:`ConfigError` naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from m2m.errors import M2MError
+
+ENV_VAR = "M2M_CONFIG"
+LOCAL_FILE = "m2m.yaml"
+
+
+class ConfigError(M2MError):
+    """The configuration file cannot be read or does not describe a valid configuration."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CassandraConfig(_Section):
+    contact_points: list[str] = ["127.0.0.1"]
+    port: int = Field(9042, ge=1, le=65535)
+    keyspace: str = Field("m2m", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+    replication: dict[str, str | int] = {"class": "SimpleStrategy", "replication_factor": 1}
+    consistency: str = "LOCAL_QUORUM"
+    username: str | None = None
+    password: str | None = None
+    max_in_flight: int = Field(256, ge=1)
+    """Requests one process keeps outstanding at most; more wait for a free slot."""
+
+
+class NsqConfig(_Section):
+    nsqd_tcp_addresses: list[str] = ["127.0.0.1:4150"]
+    lookupd_http_addresses: list[str] = ["127.0.0.1:4161"]
+
+
+class ListenConfig(_Section):
+    listen: str
+    """A Twisted server endpoint string, e.g. ``tcp:3010`` or ``ssl:3011:privateKey=…``."""
+
+
+class ReceiversConfig(_Section):
+    m2mp: ListenConfig = ListenConfig(listen="tcp:3010")
+    alip: ListenConfig = ListenConfig(listen="tcp:3050")
+    enrollment: Literal["open", "registered"] = "open"
+    """``open`` creates unknown devices on identification; ``registered`` refuses them."""
+
+
+class StackConfig(_Section):
+    """The local development stack started by ``m2m stack up``."""
+
+    state_dir: Path = Path("~/.local/state/m2m/stack")
+    """Data, logs and PID files of the running stack."""
+    cache_dir: Path = Path("~/.cache/m2m")
+    """Downloaded and built artifacts, kept between runs."""
+    cassandra_version: str = "5.0.9"
+    nsq_version: str = "1.3.0"
+    cassandra_heap: str = "1G"
+
+
+class Config(_Section):
+    cassandra: CassandraConfig = CassandraConfig()
+    nsq: NsqConfig = NsqConfig()
+    receivers: ReceiversConfig = ReceiversConfig()
+    stack: StackConfig = StackConfig()
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The file to read, by the documented order of precedence, or None for the defaults."""
+    if explicit is not None:
+        return Path(explicit)
+    from_env = os.environ.get(ENV_VAR)
+    if from_env:
+        return Path(from_env)
+    local = Path(LOCAL_FILE)
+    return local if local.is_file() else None
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Load the configuration, validating every key; see the module docstring."""
+    path = find_config_file(explicit)
+    if path is None:
+        return Config()
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping of sections")
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: dict[str, Any], source: str) -> Config:
+    """Validate an already-parsed mapping; ``source`` names it in error messages."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{source}: unknown key '{key}'")
+        else:
+            problems.append(f"{source}: key '{key}': {error['msg']}")
+    return "; ".join(problems)

@@ -1,0 +1,68 @@
+"""Real nsqlookupd and nsqd on loopback, nsqd registered with the lookup daemon."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+from m2m.stack.process import Endpoint, ServiceProcess
+
+HOST = "127.0.0.1"
+LOOKUPD_TCP_PORT = 4160
+LOOKUPD_HTTP_PORT = 4161
+NSQD_TCP_PORT = 4150
+NSQD_HTTP_PORT = 4151
+START_TIMEOUT = 30.0
+
+
+def answers_ping(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/ping", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def nsqlookupd(bin_dir: Path, state_dir: Path) -> ServiceProcess:
+    binary = str(bin_dir / "nsqlookupd")
+    return ServiceProcess(
+        name="nsqlookupd",
+        command=[
+            binary,
+            f"--tcp-address={HOST}:{LOOKUPD_TCP_PORT}",
+            f"--http-address={HOST}:{LOOKUPD_HTTP_PORT}",
+            f"--broadcast-address={HOST}",
+        ],
+        run_dir=state_dir / "run",
+        endpoints=[
+            Endpoint(HOST, LOOKUPD_TCP_PORT, "nsqlookupd TCP"),
+            Endpoint(HOST, LOOKUPD_HTTP_PORT, "nsqlookupd HTTP"),
+        ],
+        is_healthy=lambda: answers_ping(LOOKUPD_HTTP_PORT),
+        marker=binary,
+        start_timeout=START_TIMEOUT,
+    )
+
+
+def nsqd(bin_dir: Path, state_dir: Path) -> ServiceProcess:
+    data = state_dir / "nsqd"
+    data.mkdir(parents=True, exist_ok=True)
+    return ServiceProcess(
+        name="nsqd",
+        command=[
+            str(bin_dir / "nsqd"),
+            f"--tcp-address={HOST}:{NSQD_TCP_PORT}",
+            f"--http-address={HOST}:{NSQD_HTTP_PORT}",
+            f"--lookupd-tcp-address={HOST}:{LOOKUPD_TCP_PORT}",
+            f"--broadcast-address={HOST}",
+            f"--data-path={data}",
+        ],
+        run_dir=state_dir / "run",
+        endpoints=[
+            Endpoint(HOST, NSQD_TCP_PORT, "nsqd TCP"),
+            Endpoint(HOST, NSQD_HTTP_PORT, "nsqd HTTP"),
+        ],
+        is_healthy=lambda: answers_ping(NSQD_HTTP_PORT),
+        marker=str(data),
+        start_timeout=START_TIMEOUT,
+    )

@@ -1,0 +1,142 @@
+"""The local stack as a whole: which services run, in which order, and their state on disk.
+
+``up`` provisions what is missing (cached per user), starts what is not running and waits
+until every service answers; it is safe to run again. The number of Cassandra nodes chosen
+at ``up`` is remembered in the state directory, so ``status`` and ``down`` need no options.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from m2m.config import StackConfig
+from m2m.stack import nsq, provision
+from m2m.stack.cassandra import CassandraNode
+from m2m.stack.process import ServiceProcess, StackError
+
+MAX_NODES = 9
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    pid: int | None
+    healthy: bool
+    endpoints: str
+    log: Path
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.state_dir = config.state_dir.expanduser().resolve()
+        self.cache_dir = config.cache_dir.expanduser().resolve()
+
+    @property
+    def _nodes_file(self) -> Path:
+        return self.state_dir / "nodes"
+
+    def node_count(self) -> int:
+        try:
+            return int(self._nodes_file.read_text().strip())
+        except (OSError, ValueError):
+            return 1
+
+    def services(self, nodes: int | None = None, java: str = "java") -> list[ServiceProcess]:
+        """Every service in start order: the NSQ daemons, then the Cassandra nodes."""
+        nodes = self.node_count() if nodes is None else nodes
+        nsq_bin = self.cache_dir / f"nsq-{self.config.nsq_version}" / "bin"
+        cassandra_lib = self.cache_dir / f"cassandra-{self.config.cassandra_version}" / "lib"
+        return [
+            nsq.nsqlookupd(nsq_bin, self.state_dir),
+            nsq.nsqd(nsq_bin, self.state_dir),
+            *(
+                CassandraNode(
+                    i, nodes, self.state_dir, cassandra_lib, java, self._heap(nodes)
+                ).service()
+                for i in range(1, nodes + 1)
+            ),
+        ]
+
+    def _heap(self, nodes: int) -> str:
+        # A 3-node cluster on one 24 GB machine: each node gets half the single-node heap.
+        return self.config.cassandra_heap if nodes == 1 else "512M"
+
+    def service(self, name: str, java: str = "java") -> ServiceProcess:
+        for candidate in self.services(java=java):
+            if candidate.name == name:
+                return candidate
+        names = ", ".join(s.name for s in self.services())
+        raise StackError(f"no service named '{name}' in this stack (it has: {names})")
+
+    def up(self, nodes: int = 1) -> list[ServiceStatus]:
+        if not 1 <= nodes <= MAX_NODES:
+            raise StackError(f"--nodes must be between 1 and {MAX_NODES}")
+        if self._any_cassandra_running() and nodes != self.node_count():
+            raise StackError(
+                f"the stack runs {self.node_count()} Cassandra node(s); "
+                f"run 'm2m stack down' before starting it with {nodes}"
+            )
+        java = _java()
+        provision.nsq_binaries(self.cache_dir, self.config.nsq_version)
+        provision.cassandra_libraries(self.cache_dir, self.config.cassandra_version)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._nodes_file.write_text(f"{nodes}\n")
+        for service in self.services(nodes, java):
+            # One at a time: Cassandra nodes refuse to join the ring concurrently.
+            service.start()
+            service.wait_healthy()
+        return self.status()
+
+    def start(self, name: str) -> ServiceStatus:
+        service = self.service(name, _java())
+        service.start()
+        service.wait_healthy()
+        return self._status_of(service)
+
+    def stop(self, name: str, kill: bool = False) -> bool:
+        return self.service(name).stop(kill=kill)
+
+    def down(self) -> list[str]:
+        """Stop every running service, Cassandra first; returns the names it stopped."""
+        stopped = []
+        for service in reversed(self.services()):
+            if service.stop():
+                stopped.append(service.name)
+        return stopped
+
+    def status(self) -> list[ServiceStatus]:
+        return [self._status_of(service) for service in self.services()]
+
+    def _status_of(self, service: ServiceProcess) -> ServiceStatus:
+        pid = service.pid()
+        return ServiceStatus(
+            name=service.name,
+            pid=pid,
+            healthy=pid is not None and service.is_healthy(),
+            endpoints=", ".join(str(e) for e in service.endpoints),
+            log=service.log_file,
+        )
+
+    def _any_cassandra_running(self) -> bool:
+        return any(
+            service.pid() is not None
+            for service in self.services()
+            if service.name.startswith("cassandra")
+        )
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else None
+    if java is None or not Path(java).exists():
+        java = provision.require_tool("java", "run Apache Cassandra")
+    major = provision.java_major_version(java)
+    if major not in (11, 17):
+        raise StackError(
+            f"{java} is Java {major}; Cassandra 5.0 runs on Java 11 or 17 "
+            f"(set JAVA_HOME to one of them)"
+        )
+    return java
