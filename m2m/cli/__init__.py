@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from m2m.cli.app import App, M2MGroup
+from m2m.cli.dev import dev
 from m2m.cli.schema import schema
 from m2m.cli.stack import stack
 
@@ -24,5 +25,5 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = App(config_path)
 
 
-for command in (stack, schema):
+for command in (dev, stack, schema):
     main.add_command(command)

@@ -125,8 +125,8 @@ class CassandraNode:
     def write_config(self) -> None:
         conf = self.home / "conf"
         logs = self.home / "logs"
-        conf.mkdir(parents=True, exist_ok=True)
-        logs.mkdir(parents=True, exist_ok=True)
+        for directory in (conf, logs, self.home / "triggers"):
+            directory.mkdir(parents=True, exist_ok=True)
         (conf / "cassandra.yaml").write_text(yaml.safe_dump(self.cassandra_yaml()))
         (conf / "logback.xml").write_text(_LOGBACK.format(log_dir=logs))
 
@@ -140,7 +140,7 @@ class CassandraNode:
             f"-Xms{self.heap}",
             f"-Xmx{self.heap}",
             "-XX:+UseG1GC",
-            "-XX:+HeapDumpOnOutOfMemoryError",
+            "-XX:+ExitOnOutOfMemoryError",
             "-Xss256k",
             "-Djava.net.preferIPv4Stack=true",
             *_JAVA17_FLAGS,
@@ -149,6 +149,7 @@ class CassandraNode:
             f"-Dlogback.configurationFile=file://{conf / 'logback.xml'}",
             f"-Dcassandra.logdir={self.home / 'logs'}",
             f"-Dcassandra.storagedir={self.home / 'data'}",
+            f"-Dcassandra.triggers_dir={self.home / 'triggers'}",
             "-Dcassandra-foreground=yes",
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.superuser_setup_delay_ms=0",

@@ -10,7 +10,8 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from m2m.stack.process import StackError
@@ -75,56 +76,82 @@ def java_major_version(java: str) -> int:
     return int(match.group(2) or 0) if major == 1 else major
 
 
-def cassandra_libraries(cache_dir: Path, version: str) -> Path:
-    """The directory holding cassandra-all and its runtime dependencies (resolved by Maven)."""
-    home = cache_dir / f"cassandra-{version}"
-    lib = home / "lib"
-    if (home / _STAMP).exists():
-        return lib
-    mvn = require_tool("mvn", "download Apache Cassandra from Maven Central")
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "pom.xml").write_text(_CASSANDRA_POM.format(version=version))
-    shutil.rmtree(lib, ignore_errors=True)
-    _run(
-        [
-            mvn,
-            "-B",
-            "-q",
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={lib}",
-        ],
-        cwd=home,
-        log=home / "mvn.log",
-        what=f"resolving org.apache.cassandra:cassandra-all:{version} with Maven",
-    )
-    (home / _STAMP).touch()
-    return lib
+@dataclass(frozen=True)
+class Artifact:
+    """Something built or downloaded once into ``home``; ready once its stamp file exists."""
+
+    home: Path
+    tool: str
+    purpose: str
+    build: Callable[[Artifact, str], None]
+    """Fills ``home`` using the tool found at the given path."""
+
+    @property
+    def ready(self) -> bool:
+        return (self.home / _STAMP).exists()
+
+    def ensure(self) -> None:
+        if self.ready:
+            return
+        tool = require_tool(self.tool, self.purpose)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.build(self, tool)
+        (self.home / _STAMP).touch()
 
 
-def nsq_binaries(cache_dir: Path, version: str) -> Path:
-    """The directory holding the nsqd and nsqlookupd binaries (built with Go)."""
-    home = cache_dir / f"nsq-{version}"
-    bin_dir = home / "bin"
-    if (home / _STAMP).exists():
-        return bin_dir
-    go = require_tool("go", "build nsqd and nsqlookupd")
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "go.mod").write_text(_NSQ_GO_MOD.format(version=version, go_svc_fork=_GO_SVC_FORK))
-    (home / "tools.go").write_text(_NSQ_TOOLS_GO)
-    log = home / "go.log"
-    log.unlink(missing_ok=True)
-    env = {"GOBIN": str(bin_dir), "GOFLAGS": "-mod=mod"}
-    _run([go, "mod", "tidy"], cwd=home, log=log, what="resolving nsq's Go modules", env=env)
-    _run(
-        [go, "install", "github.com/nsqio/nsq/apps/nsqd", "github.com/nsqio/nsq/apps/nsqlookupd"],
-        cwd=home,
-        log=log,
-        what=f"building nsqd and nsqlookupd v{version}",
-        env=env,
+def ensure_all(artifacts: Sequence[Artifact]) -> None:
+    """Check every tool the missing artifacts need before the first long download starts."""
+    for artifact in artifacts:
+        if not artifact.ready:
+            require_tool(artifact.tool, artifact.purpose)
+    for artifact in artifacts:
+        artifact.ensure()
+
+
+def cassandra_artifact(cache_dir: Path, version: str) -> Artifact:
+    """cassandra-all and its runtime dependencies, resolved by Maven, in ``home/lib``."""
+
+    def build(artifact: Artifact, mvn: str) -> None:
+        lib = artifact.home / "lib"
+        (artifact.home / "pom.xml").write_text(_CASSANDRA_POM.format(version=version))
+        shutil.rmtree(lib, ignore_errors=True)
+        _run(
+            [mvn, "-B", "-q", "dependency:copy-dependencies", "-DincludeScope=runtime",
+             f"-DoutputDirectory={lib}"],
+            cwd=artifact.home,
+            log=artifact.home / "mvn.log",
+            what=f"resolving org.apache.cassandra:cassandra-all:{version} with Maven",
+        )  # fmt: skip
+
+    return Artifact(
+        cache_dir / f"cassandra-{version}",
+        "mvn",
+        "download Apache Cassandra from Maven Central",
+        build,
     )
-    (home / _STAMP).touch()
-    return bin_dir
+
+
+def nsq_artifact(cache_dir: Path, version: str) -> Artifact:
+    """The nsqd and nsqlookupd binaries, built with Go, in ``home/bin``."""
+
+    def build(artifact: Artifact, go: str) -> None:
+        home = artifact.home
+        (home / "go.mod").write_text(_NSQ_GO_MOD.format(version=version, go_svc_fork=_GO_SVC_FORK))
+        (home / "tools.go").write_text(_NSQ_TOOLS_GO)
+        log = home / "go.log"
+        log.unlink(missing_ok=True)
+        env = {"GOBIN": str(home / "bin"), "GOFLAGS": "-mod=mod"}
+        _run([go, "mod", "tidy"], cwd=home, log=log, what="resolving nsq's Go modules", env=env)
+        _run(
+            [go, "install", "github.com/nsqio/nsq/apps/nsqd",
+             "github.com/nsqio/nsq/apps/nsqlookupd"],
+            cwd=home,
+            log=log,
+            what=f"building nsqd and nsqlookupd v{version}",
+            env=env,
+        )  # fmt: skip
+
+    return Artifact(cache_dir / f"nsq-{version}", "go", "build nsqd and nsqlookupd", build)
 
 
 def _run(

@@ -35,6 +35,14 @@ class LocalStack:
         self.cache_dir = config.cache_dir.expanduser().resolve()
 
     @property
+    def _nsq(self) -> provision.Artifact:
+        return provision.nsq_artifact(self.cache_dir, self.config.nsq_version)
+
+    @property
+    def _cassandra(self) -> provision.Artifact:
+        return provision.cassandra_artifact(self.cache_dir, self.config.cassandra_version)
+
+    @property
     def _nodes_file(self) -> Path:
         return self.state_dir / "nodes"
 
@@ -47,8 +55,8 @@ class LocalStack:
     def services(self, nodes: int | None = None, java: str = "java") -> list[ServiceProcess]:
         """Every service in start order: the NSQ daemons, then the Cassandra nodes."""
         nodes = self.node_count() if nodes is None else nodes
-        nsq_bin = self.cache_dir / f"nsq-{self.config.nsq_version}" / "bin"
-        cassandra_lib = self.cache_dir / f"cassandra-{self.config.cassandra_version}" / "lib"
+        nsq_bin = self._nsq.home / "bin"
+        cassandra_lib = self._cassandra.home / "lib"
         return [
             nsq.nsqlookupd(nsq_bin, self.state_dir),
             nsq.nsqd(nsq_bin, self.state_dir),
@@ -80,8 +88,7 @@ class LocalStack:
                 f"run 'm2m stack down' before starting it with {nodes}"
             )
         java = _java()
-        provision.nsq_binaries(self.cache_dir, self.config.nsq_version)
-        provision.cassandra_libraries(self.cache_dir, self.config.cassandra_version)
+        provision.ensure_all([self._nsq, self._cassandra])
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._nodes_file.write_text(f"{nodes}\n")
         for service in self.services(nodes, java):

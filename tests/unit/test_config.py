@@ -1,0 +1,98 @@
+"""Configuration: where it is found, its defaults, and the errors a person sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from m2m.config import Config, ConfigError, load_config
+from tests.conftest import run_m2m
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("M2M_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_work_against_the_local_stack() -> None:
+    config = load_config()
+    assert config.cassandra.contact_points == ["127.0.0.1"]
+    assert config.cassandra.port == 9042
+    assert config.cassandra.keyspace == "m2m"
+    assert config.cassandra.replication == {"class": "SimpleStrategy", "replication_factor": 1}
+    assert config.cassandra.consistency == "LOCAL_QUORUM"
+    assert config.cassandra.username is None and config.cassandra.password is None
+    assert config.nsq.nsqd_tcp_addresses == ["127.0.0.1:4150"]
+    assert config.nsq.lookupd_http_addresses == ["127.0.0.1:4161"]
+    assert config.receivers.m2mp.listen == "tcp:3010"
+    assert config.receivers.alip.listen == "tcp:3050"
+
+
+def test_precedence_explicit_then_environment_then_local_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "m2m.yaml").write_text("cassandra: {keyspace: from_local}\n")
+    assert load_config().cassandra.keyspace == "from_local"
+    env_file = tmp_path / "env.yaml"
+    env_file.write_text("cassandra: {keyspace: from_env}\n")
+    monkeypatch.setenv("M2M_CONFIG", str(env_file))
+    assert load_config().cassandra.keyspace == "from_env"
+    explicit = tmp_path / "explicit.yaml"
+    explicit.write_text("cassandra: {keyspace: from_option}\n")
+    assert load_config(explicit).cassandra.keyspace == "from_option"
+
+
+def test_a_partial_file_keeps_the_other_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("cassandra: {port: 19042}\nreceivers: {m2mp: {listen: 'tcp:4010'}}\n")
+    config = load_config(path)
+    assert config.cassandra.port == 19042
+    assert config.cassandra.keyspace == "m2m"
+    assert config.receivers.m2mp.listen == "tcp:4010"
+    assert config.receivers.alip.listen == "tcp:3050"
+
+
+def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_config(path) == Config()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cassandra: {prot: 9042}\n", "unknown key 'cassandra.prot'"),
+        ("casandra: {}\n", "unknown key 'casandra'"),
+        ("cassandra: {port: nine}\n", "key 'cassandra.port'"),
+        ("cassandra: {contact_points: 5}\n", "key 'cassandra.contact_points'"),
+        ("receivers: {m2mp: {listen: [1]}}\n", "key 'receivers.m2mp.listen'"),
+        ("receivers: {enrollment: sometimes}\n", "key 'receivers.enrollment'"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("cassandra: {port: [\n", "not valid YAML"),
+    ],
+)
+def test_errors_name_the_key_and_the_file(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(path) in str(raised.value)
+    assert expected in str(raised.value)
+
+
+def test_a_missing_file_is_an_error_not_the_defaults(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_the_command_shows_one_line_and_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("nsq: {nsqd_tcp_addresses: [127.0.0.1:4150], extra: 1}\n")
+    result = run_m2m("stack", "status", config=path, check=False)
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert f"{path}: unknown key 'nsq.extra'" in stderr
+    assert "Traceback" not in stderr
+    assert result.stdout == b""
