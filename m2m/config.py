@@ -43,6 +43,8 @@ class CassandraConfig(_Section):
 class NsqConfig(_Section):
     nsqd_tcp_addresses: list[str] = ["127.0.0.1:4150"]
     lookupd_http_addresses: list[str] = ["127.0.0.1:4161"]
+    lookupd_poll_interval: int = Field(15, ge=1)
+    """Seconds between asking the lookup daemons which nsqd hold a consumer's topic."""
 
 
 class ListenConfig(_Section):

@@ -1,0 +1,121 @@
+"""Consuming a topic: at-least-once delivery turned into "done once it is durable".
+
+A message is finished only after its handler's coroutine completed; a handler that fails
+has the message requeued with a growing delay (and pynsq backs the reader off), and it is
+retried for as long as it takes — never given up on. A message that is not an envelope,
+or that the handler declares invalid, is logged, counted and finished: retrying it could
+never succeed. A message whose ``_to`` names another channel is skipped (finished).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nsq
+
+from m2m.bus.envelope import Envelope, InvalidMessage
+from m2m.config import NsqConfig
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    failures: int = 0
+
+
+class Consumer:
+    def __init__(
+        self,
+        topic: str,
+        channel: str,
+        handler: Handler,
+        config: NsqConfig,
+        *,
+        max_in_flight: int = 200,
+        requeue_delay: int = 1,
+    ) -> None:
+        self.topic = topic
+        self.channel = channel
+        self._handler = handler
+        self._config = config
+        self._max_in_flight = max_in_flight
+        self._requeue_delay = requeue_delay
+        self._reader: nsq.Reader | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self.stats = ConsumerStats()
+
+    def start(self) -> None:
+        """Subscribe; call with the asyncio loop running (pynsq binds to it)."""
+        self._reader = nsq.Reader(
+            topic=self.topic,
+            channel=self.channel,
+            message_handler=self._on_message,
+            # The local nsqd directly (it also creates the channel at once), every other
+            # nsqd through the lookup daemons.
+            nsqd_tcp_addresses=list(self._config.nsqd_tcp_addresses),
+            lookupd_http_addresses=list(self._config.lookupd_http_addresses),
+            lookupd_poll_interval=self._config.lookupd_poll_interval,
+            max_in_flight=self._max_in_flight,
+            max_tries=0,  # never give up on a message: its data would be lost
+            requeue_delay=self._requeue_delay,
+        )
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop taking messages and let the ones being handled finish."""
+        if self._reader is not None:
+            self._reader.set_max_in_flight(0)
+        if self._running:
+            await asyncio.wait(self._running, timeout=timeout)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _on_message(self, message: nsq.Message) -> bool | None:
+        try:
+            envelope = Envelope.from_json(message.body)
+        except InvalidMessage as exc:
+            self._count_invalid(exc, message.body)
+            return True
+        channel = envelope.address.channel
+        if channel is not None and channel != self.channel:
+            self.stats.skipped += 1
+            return True
+        message.enable_async()
+        task = asyncio.ensure_future(self._handle(envelope, message))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return None
+
+    async def _handle(self, envelope: Envelope, message: nsq.Message) -> None:
+        try:
+            await self._handler(envelope)
+        except InvalidMessage as exc:
+            self._count_invalid(exc, message.body)
+            message.finish()
+        except Exception:
+            self.stats.failures += 1
+            log.exception(
+                "%s/%s: handling %s failed (attempt %d); requeued",
+                self.topic,
+                self.channel,
+                envelope.call,
+                message.attempts,
+            )
+            message.requeue(backoff=True)
+        else:
+            self.stats.handled += 1
+            message.finish()
+
+    def _count_invalid(self, exc: Exception, body: bytes) -> None:
+        self.stats.invalid += 1
+        log.warning("%s/%s: invalid message finished: %s: %.200r", self.topic, self.channel,
+                    exc, body)  # fmt: skip

@@ -1,0 +1,28 @@
+"""The topics and calls of the bus (bus.md), named once for every producer and consumer."""
+
+from __future__ import annotations
+
+from typing import Final
+
+EVENTS: Final = "events"
+CONVERTER_M2MP: Final = "converter-m2mp"
+STORAGE: Final = "storage"
+RECEIVERS: Final = "receivers"
+
+# events
+DEVICE_CONNECTED: Final = "device_connected"
+DEVICE_IDENTIFIED: Final = "device_identified"
+DEVICE_DISCONNECTED: Final = "device_disconnected"
+NEW_RECEIVER: Final = "new_receiver"
+
+# converter-m2mp
+DATA_SIMPLE: Final = "data_simple"
+DATA_ARRAY: Final = "data_array"
+
+# storage
+STORE_TS: Final = "store_ts"
+
+# receivers (control)
+DISCONNECT: Final = "disconnect"
+SEND_SETTINGS: Final = "send_settings"
+SEND_COMMANDS: Final = "send_commands"
