@@ -1,0 +1,1 @@
+"""ALIP, the text-line device protocol: parser, times, data processors, server lines."""
