@@ -1,0 +1,336 @@
+"""The time series on Cassandra: save, read and delete records in the platform's layout.
+
+The layout (``spec/storage.md``) is the original platform's, so both can share a keyspace.
+A record is two rows in its bucket's partitions: ``(id, bucket)`` holds every type, with
+the type in a column; ``(id!type, bucket)`` holds one type, its type column left unset.
+The index lists the buckets of ``(id, "")`` and of ``(id, type)``; readers and deleters
+walk it (newest bucket first, or oldest), so buckets of any width read the same.
+
+Reads are lazy: one page of rows is in memory at a time, and the next bucket is only
+asked for when the previous one is exhausted. Writes are prepared statements sent
+together (``Database.execute_all``); how many requests are out at once is the
+Database's business.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from cassandra.query import UNSET_VALUE
+
+from m2m.cassandra import Database, Row
+from m2m.timeseries.buckets import month_bucket
+from m2m.timeseries.errors import TimeSeriesError
+from m2m.timeseries.index_rows import MAX_TTL, IndexRowsWritten, index_ttl
+from m2m.timeseries.record import JsonValue, Record
+from m2m.timeseries.timerange import TimeRange
+from m2m.timeseries.timeuuids import new_timeuuid, time_of, utc
+
+ALL_TYPES = ""
+"""The index's type for the buckets of a series whatever the type."""
+TYPE_SEPARATOR = "!"
+"""Joins id and type into the key of a single type's partitions."""
+
+_INSERT_ROW = (
+    "INSERT INTO timeseries (id, date, time, type, data) VALUES (?, ?, ?, ?, ?) USING TTL ?"
+)
+_INSERT_INDEX_ROW = "INSERT INTO timeseries_index (id, type, date) VALUES (?, ?, ?) USING TTL ?"
+_SELECT_BUCKETS = {
+    False: "SELECT date FROM timeseries_index WHERE id = ? AND type = ?",
+    True: "SELECT date FROM timeseries_index WHERE id = ? AND type = ? ORDER BY date ASC",
+}
+_ROWS_IN_RANGE = "FROM timeseries WHERE id = ? AND date = ? AND time >= ? AND time <= ?"
+_SELECT_ROWS = {
+    False: f"SELECT time, type, data {_ROWS_IN_RANGE}",
+    True: f"SELECT time, type, data {_ROWS_IN_RANGE} ORDER BY time ASC",
+}
+_SELECT_ROW_KEYS = f"SELECT time, type {_ROWS_IN_RANGE}"
+_DELETE_ROW = "DELETE FROM timeseries WHERE id = ? AND date = ? AND time = ?"
+_DELETE_ROWS_IN_RANGE = f"DELETE {_ROWS_IN_RANGE}"
+_DELETE_PARTITION = "DELETE FROM timeseries WHERE id = ? AND date = ?"
+_DELETE_INDEX = "DELETE FROM timeseries_index WHERE id = ? AND type = ?"
+
+
+class TimeSeries:
+    """Records of every series in one keyspace; share one instance per process.
+
+    The instance remembers the index rows it wrote (see ``index_rows``), which is what
+    makes saving cost two writes per record instead of four.
+    """
+
+    def __init__(self, database: Database, page_size: int = 1000) -> None:
+        self._database = database
+        self._page_size = page_size
+        self._index_rows = IndexRowsWritten()
+
+    async def save(
+        self,
+        series_id: str,
+        record_type: str,
+        data: JsonValue,
+        *,
+        time: datetime | None = None,
+        uuid: UUID | None = None,
+        ttl: int | None = None,
+    ) -> Record:
+        """Save a record and return it; its time is ``uuid``'s, else ``time``, else now.
+
+        ``uuid`` is for records that already have one (the bus carries ``date_uuid``);
+        saving the same uuid again overwrites the record. ``ttl`` (seconds) makes every
+        row written expire.
+        """
+        _check_key(series_id, record_type)
+        record = Record(series_id, record_type, *_time_and_uuid(time, uuid), data)
+        ttl_seconds = _ttl_seconds(ttl)
+        text = _encode(data)
+        bucket = month_bucket(record.time)
+        typed_key = _typed_key(series_id, record_type)
+        requests: list[tuple[str, Sequence[Any]]] = [
+            (_INSERT_ROW, (series_id, bucket, record.uuid, record_type, text, ttl_seconds)),
+            (_INSERT_ROW, (typed_key, bucket, record.uuid, UNSET_VALUE, text, ttl_seconds)),
+        ]
+        index_rows = [
+            row
+            for row in ((series_id, ALL_TYPES, bucket), (series_id, record_type, bucket))
+            if self._index_rows.needed(row, ttl_seconds)
+        ]
+        row_ttl = index_ttl(ttl_seconds)
+        requests += [(_INSERT_INDEX_ROW, (*row, row_ttl)) for row in index_rows]
+        await self._database.execute_all(requests)
+        for row in index_rows:
+            self._index_rows.written(row, row_ttl)
+        return record
+
+    def records(
+        self,
+        series_id: str,
+        record_type: str | None = None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        oldest_first: bool = False,
+    ) -> AsyncGenerator[Record, None]:
+        """The records between ``start`` and ``end`` (inclusive), newest first by default.
+
+        ``record_type`` None means every type. The iterator fetches a page at a time;
+        leave it early (``break``) and the rest is never asked for.
+        """
+        _check_key(series_id, record_type)
+        if limit is not None and limit < 1:
+            raise TimeSeriesError(f"limit must be at least 1, not {limit}")
+        return self._records(series_id, record_type, TimeRange(start, end), limit, oldest_first)
+
+    async def last(self, series_id: str, record_type: str | None = None) -> Record | None:
+        """The newest record of the series (of one type, or of any), if there is one."""
+        async with aclosing(self.records(series_id, record_type, limit=1)) as newest:
+            async for record in newest:
+                return record
+        return None
+
+    async def delete(self, series_id: str, record_type: str, uuid: UUID) -> None:
+        """Delete one record (both of its rows); deleting a missing record does nothing."""
+        _check_key(series_id, record_type)
+        moment = time_of(uuid)
+        async for bucket in self._buckets(series_id, record_type, TimeRange.instant(moment)):
+            await self._database.execute_all(
+                [
+                    (_DELETE_ROW, (series_id, bucket, uuid)),
+                    (_DELETE_ROW, (_typed_key(series_id, record_type), bucket, uuid)),
+                ]
+            )
+
+    async def delete_range(
+        self,
+        series_id: str,
+        record_type: str | None = None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> int:
+        """Delete the records between ``start`` and ``end`` (inclusive); how many there were.
+
+        ``record_type`` None means every type. With both ends open, the index rows of
+        what was deleted go too: all of the series' without a type, the type's with one.
+        """
+        _check_key(series_id, record_type)
+        time_range = TimeRange(start, end)
+        deleted = 0
+        types_seen: set[str] = set()
+        async for bucket in self._buckets(series_id, record_type, time_range):
+            if record_type is None:
+                deleted += await self._delete_all_types(series_id, bucket, time_range, types_seen)
+            else:
+                deleted += await self._delete_one_type(series_id, record_type, bucket, time_range)
+        if time_range.unbounded:
+            index_types = types_seen | {record_type or ALL_TYPES}
+            await self._database.execute_all(
+                (_DELETE_INDEX, (series_id, index_type)) for index_type in index_types
+            )
+            self._index_rows.forget(series_id)
+        return deleted
+
+    async def delete_series(self, series_id: str) -> int:
+        """Delete every record of the series and its index rows; how many records there were."""
+        return await self.delete_range(series_id)
+
+    async def _records(
+        self,
+        series_id: str,
+        record_type: str | None,
+        time_range: TimeRange,
+        limit: int | None,
+        oldest_first: bool,
+    ) -> AsyncGenerator[Record, None]:
+        partition_key = series_id if record_type is None else _typed_key(series_id, record_type)
+        remaining = limit
+        async with aclosing(
+            self._buckets(series_id, record_type, time_range, oldest_first)
+        ) as buckets:
+            async for bucket in buckets:
+                page_size = (
+                    self._page_size if remaining is None else min(remaining, self._page_size)
+                )
+                pages = self._database.pages(
+                    _SELECT_ROWS[oldest_first],
+                    (partition_key, bucket, time_range.lowest_uuid, time_range.highest_uuid),
+                    page_size,
+                )
+                async with aclosing(pages):
+                    async for rows in pages:
+                        for uuid, row_type, text in rows:
+                            yield Record(
+                                series_id,
+                                row_type if record_type is None else record_type,
+                                time_of(uuid),
+                                uuid,
+                                _decode(text, series_id, uuid),
+                            )
+                            if remaining is not None:
+                                remaining -= 1
+                                if remaining == 0:
+                                    return
+
+    async def _buckets(
+        self,
+        series_id: str,
+        record_type: str | None,
+        time_range: TimeRange,
+        oldest_first: bool = False,
+    ) -> AsyncGenerator[str, None]:
+        """The index's buckets of the series (or of one type) that may hold the range."""
+        pages = self._database.pages(
+            _SELECT_BUCKETS[oldest_first], (series_id, record_type or ALL_TYPES)
+        )
+        async with aclosing(pages):
+            async for rows in pages:
+                for (bucket,) in rows:
+                    if time_range.may_be_in(bucket):
+                        yield bucket
+
+    async def _delete_all_types(
+        self, series_id: str, bucket: str, time_range: TimeRange, types_seen: set[str]
+    ) -> int:
+        """Delete a bucket's records of any type; ``types_seen`` gains their types."""
+        deleted = 0
+        types_in_bucket: set[str] = set()
+        async for rows in self._row_keys(series_id, bucket, time_range):
+            deleted += len(rows)
+            types_in_bucket.update(row_type for _, row_type in rows)
+            if not time_range.unbounded:  # else whole partitions go, below
+                await self._database.execute_all(
+                    (_DELETE_ROW, (_typed_key(series_id, row_type), bucket, uuid))
+                    for uuid, row_type in rows
+                )
+        if time_range.unbounded:
+            keys = [series_id, *(_typed_key(series_id, t) for t in types_in_bucket)]
+            await self._database.execute_all((_DELETE_PARTITION, (key, bucket)) for key in keys)
+        else:
+            await self._delete_rows_in_range(series_id, bucket, time_range)
+        types_seen |= types_in_bucket
+        return deleted
+
+    async def _delete_one_type(
+        self, series_id: str, record_type: str, bucket: str, time_range: TimeRange
+    ) -> int:
+        """Delete a bucket's records of one type: the type's rows and their twins."""
+        typed_key = _typed_key(series_id, record_type)
+        deleted = 0
+        async for rows in self._row_keys(typed_key, bucket, time_range):
+            deleted += len(rows)
+            await self._database.execute_all(
+                (_DELETE_ROW, (series_id, bucket, uuid)) for uuid, _ in rows
+            )
+        await self._delete_rows_in_range(typed_key, bucket, time_range)
+        return deleted
+
+    def _row_keys(
+        self, partition_key: str, bucket: str, time_range: TimeRange
+    ) -> AsyncGenerator[list[Row], None]:
+        return self._database.pages(
+            _SELECT_ROW_KEYS,
+            (partition_key, bucket, time_range.lowest_uuid, time_range.highest_uuid),
+            self._page_size,
+        )
+
+    async def _delete_rows_in_range(
+        self, partition_key: str, bucket: str, time_range: TimeRange
+    ) -> None:
+        await self._database.execute(
+            _DELETE_ROWS_IN_RANGE,
+            (partition_key, bucket, time_range.lowest_uuid, time_range.highest_uuid),
+        )
+
+
+def _check_key(series_id: str, record_type: str | None) -> None:
+    if not series_id or TYPE_SEPARATOR in series_id:
+        raise TimeSeriesError(
+            f"a series id must be non-empty and without '{TYPE_SEPARATOR}': {series_id!r}"
+        )
+    if record_type == ALL_TYPES:
+        raise TimeSeriesError("a record type must be non-empty")
+
+
+def _typed_key(series_id: str, record_type: str) -> str:
+    return f"{series_id}{TYPE_SEPARATOR}{record_type}"
+
+
+def _time_and_uuid(time: datetime | None, uuid: UUID | None) -> tuple[datetime, UUID]:
+    if uuid is not None:
+        if time is not None:
+            raise TimeSeriesError("give a record's time or its uuid, not both")
+        return time_of(uuid), uuid
+    moment = datetime.now(UTC) if time is None else utc(time)
+    return moment, new_timeuuid(moment)
+
+
+def _ttl_seconds(ttl: int | None) -> int:
+    """The TTL as CQL takes it: 0 for none."""
+    if ttl is None:
+        return 0
+    if not 1 <= ttl <= MAX_TTL:
+        raise TimeSeriesError(f"ttl must be 1 to {MAX_TTL} seconds, not {ttl}")
+    return ttl
+
+
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""Made once: ``json.dumps`` with options builds an encoder per call."""
+
+
+def _encode(data: JsonValue) -> str:
+    try:
+        return _COMPACT_JSON.encode(data)
+    except (TypeError, ValueError) as exc:
+        raise TimeSeriesError(f"record data is not JSON: {exc}") from None
+
+
+def _decode(text: str, series_id: str, uuid: UUID) -> JsonValue:
+    try:
+        return json.loads(text)
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise TimeSeriesError(f"record {uuid} of {series_id} holds invalid JSON: {exc}") from None
