@@ -33,3 +33,13 @@ class M2MGroup(click.Group):
             return super().invoke(ctx)
         except M2MError as exc:
             raise click.ClickException(str(exc)) from exc
+
+
+class OneLineErrors(M2MGroup):
+    """Bad values fail in one line too, without the usage text, like every other error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.BadParameter as exc:
+            raise click.ClickException(exc.format_message()) from exc

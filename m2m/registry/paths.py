@@ -1,0 +1,85 @@
+"""Registry paths: what a valid one looks like, and how to take one apart.
+
+A node path is absolute and ends with ``/`` (``/device/<uuid>/settings/``); the root is
+``/``. The original platform stored paths in that form, so the same rows serve both. A
+path given without its trailing ``/`` is accepted and completed; anything that could
+name a node ambiguously (empty, ``.`` or ``..`` segments) or that could not be printed
+safely (control characters) is refused with an :class:`InvalidPathError` that names
+the path and the problem, before a single request is sent.
+"""
+
+from __future__ import annotations
+
+import re
+
+from m2m.errors import M2MError
+
+ROOT = "/"
+SEPARATOR = "/"
+HIDDEN_PREFIX = "."
+"""Children whose name starts with it are left out of listings unless asked for."""
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class InvalidPathError(M2MError):
+    """A registry path or child name that cannot name a node; the message says why."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"invalid registry path {path!r}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def normalize_path(path: str) -> str:
+    """``path`` validated and ending with ``/``; raises :class:`InvalidPathError`."""
+    if not path:
+        raise InvalidPathError(path, "it is empty")
+    if not path.startswith(SEPARATOR):
+        raise InvalidPathError(path, "it must be absolute (start with '/')")
+    if _CONTROL_CHARACTER.search(path):
+        raise InvalidPathError(path, "it contains a control character")
+    completed = path if path.endswith(SEPARATOR) else path + SEPARATOR
+    if completed != ROOT:
+        for segment in completed[1:-1].split(SEPARATOR):
+            _check_segment(path, segment)
+    return completed
+
+
+def child_path(path: str, name: str) -> str:
+    """The path of child ``name`` of the normalised ``path``; raises :class:`InvalidPathError`."""
+    if not name:
+        raise InvalidPathError(path, "a child name cannot be empty")
+    if SEPARATOR in name:
+        raise InvalidPathError(f"{path}{name}", "a child name cannot contain '/'")
+    return normalize_path(f"{path}{name}{SEPARATOR}")
+
+
+def _check_segment(path: str, segment: str) -> None:
+    if not segment:
+        raise InvalidPathError(path, "it contains an empty segment ('//')")
+    if segment in (".", ".."):
+        raise InvalidPathError(path, f"it contains a '{segment}' segment")
+
+
+def parent_path(path: str) -> str | None:
+    """The parent of a normalised path; None for the root."""
+    if path == ROOT:
+        return None
+    return path[: path.rindex(SEPARATOR, 0, -1) + 1]
+
+
+def node_name(path: str) -> str:
+    """The last segment of a normalised path (the name its parent lists); "" for the root."""
+    if path == ROOT:
+        return ""
+    return path[path.rindex(SEPARATOR, 0, -1) + 1 : -1]
+
+
+def is_hidden(name: str) -> bool:
+    return name.startswith(HIDDEN_PREFIX)
+
+
+def is_within(path: str, ancestor: str) -> bool:
+    """Whether normalised ``path`` is ``ancestor`` or lies below it."""
+    return path.startswith(ancestor)
