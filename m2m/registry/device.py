@@ -1,0 +1,303 @@
+"""Devices on the registry: identity, settings, commands, status, routes, listed sensors.
+
+Layout (storage.md): ``/device/by-ident/<ident>/`` holds ``id``; ``/device/<uuid>/`` holds
+``ident`` and ``domain`` and the children below. A device's id is the first 16 bytes of
+SHA-1(ident): every server computes the same one without asking anyone.
+
+Settings: defining one sets ``settings/<name>`` and ``settings-to-send/<name>`` and clears
+its ack time. The device acknowledging the pending value removes it from
+``settings-to-send`` and stamps ``settings-ack-time/<name>`` (unix seconds); the value it
+reports is stored in ``settings`` either way. Commands: ``commands/<uuid>`` = text until
+acknowledged, the response in ``commands-response/<uuid>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from m2m.cassandra import Database
+from m2m.errors import M2MError
+from m2m.registry.domain import DEFAULT_DOMAIN, Domain, Domains
+from m2m.registry.named import EntityExistsError, EntityNotFoundError
+from m2m.registry.node import NodeStatus, RegistryNode
+from m2m.registry.paths import child_path
+from m2m.registry.routes import ChannelRouter, Route, parse_routes
+
+DEVICES = "/device/"
+BY_IDENT = "/device/by-ident/"
+DEFAULT_DEVICE = "/device/default/"
+
+_CHILDREN = (
+    "settings",
+    "settings-to-send",
+    "settings-ack-time",
+    "commands",
+    "commands-response",
+    "status",
+    "server-settings",
+    "server-settings-public",
+    "channel-translation",
+    "listed-sensors",
+)
+
+
+class UnknownCommandError(M2MError):
+    """No pending command of the device has that id."""
+
+
+def device_id_for(ident: str) -> str:
+    """The id every server derives from an ident: SHA-1's first 16 bytes as a UUID."""
+    return str(uuid.UUID(bytes=hashlib.sha1(ident.encode()).digest()[:16]))
+
+
+@dataclass(frozen=True)
+class Device:
+    database: Database
+    id: str
+
+    @property
+    def node(self) -> RegistryNode:
+        return RegistryNode(self.database, f"{DEVICES}{self.id}/")
+
+    @property
+    def series_id(self) -> str:
+        """The time series the device's records are kept in."""
+        return f"dev-{self.id}"
+
+    def _child(self, name: str) -> RegistryNode:
+        return self.node.child(name)
+
+    async def ident(self) -> str:
+        return await self.node.value("ident") or ""
+
+    async def domain_id(self) -> str | None:
+        return await self.node.value("domain")
+
+    # -- settings ----------------------------------------------------------------------
+
+    async def settings(self) -> dict[str, str]:
+        return await self._child("settings").values()
+
+    async def settings_to_send(self) -> dict[str, str]:
+        return await self._child("settings-to-send").values()
+
+    async def settings_ack_times(self) -> dict[str, int]:
+        stamps = await self._child("settings-ack-time").values()
+        return {name: int(stamp) for name, stamp in stamps.items() if stamp.isdigit()}
+
+    async def define_setting(self, name: str, value: str) -> None:
+        """A setting the device must apply: pending until it acknowledges that value."""
+        await self._child("settings").set_value(name, value)
+        await self._child("settings-to-send").set_value(name, value)
+        await self._child("settings-ack-time").delete_value(name)
+
+    async def delete_setting(self, name: str) -> None:
+        await self._child("settings").delete_value(name)
+        await self._child("settings-to-send").delete_value(name)
+        await self._child("settings-ack-time").delete_value(name)
+
+    async def ack_setting(self, name: str, value: str) -> bool:
+        """The device applied ``name=value``; True if that was the pending value."""
+        pending = await self._child("settings-to-send").value(name)
+        acknowledged = pending == value
+        if acknowledged:
+            await self._child("settings-to-send").delete_value(name)
+            await self._child("settings-ack-time").set_value(name, str(int(time.time())))
+        await self._child("settings").set_value(name, value)
+        return acknowledged
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def commands(self) -> dict[str, str]:
+        """Pending commands: id → text."""
+        return await self._child("commands").values()
+
+    async def command_responses(self) -> dict[str, str]:
+        return await self._child("commands-response").values()
+
+    async def add_command(self, text: str) -> str:
+        command_id = str(uuid.uuid4())
+        await self._child("commands").set_value(command_id, text)
+        return command_id
+
+    async def ack_command(self, command_id: str, response: str | None = None) -> None:
+        """The device executed the command: no longer pending; its response kept."""
+        await self._child("commands").delete_value(command_id)
+        if response is not None:
+            await self._child("commands-response").set_value(command_id, response)
+
+    async def delete_command(self, command_id: str) -> None:
+        """Forget a command: cancelled if pending, its response dropped if answered."""
+        pending = command_id in await self.commands()
+        answered = command_id in await self.command_responses()
+        if not pending and not answered:
+            raise UnknownCommandError(f"no command {command_id!r}")
+        await self._child("commands").delete_value(command_id)
+        await self._child("commands-response").delete_value(command_id)
+
+    # -- status ------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, str]:
+        return await self._child("status").values()
+
+    async def set_status(self, values: Mapping[str, str]) -> None:
+        await self._child("status").set_values(values)
+
+    # -- channel translation -----------------------------------------------------------
+
+    async def routes(self) -> list[Route]:
+        return parse_routes(await self._child("channel-translation").values())
+
+    async def router(self) -> ChannelRouter:
+        """This device's rules, then the default device's, ready to route channels."""
+        return ChannelRouter(await self.routes(), await DefaultDevice(self.database).routes())
+
+    # -- listed sensors ----------------------------------------------------------------
+
+    async def note_listed_sensor(self, name: str, when: datetime) -> None:
+        """Record that the device reported sensor ``name``, and when it last did."""
+        sensor = self._child("listed-sensors").child(name)
+        stamp = str(int(when.timestamp()))
+        state = await sensor.load()
+        values = {"name": name, "date-last": stamp}
+        if "date-create" not in state.values:
+            values["date-create"] = stamp
+        if state.status is NodeStatus.CREATED:
+            await sensor.set_values(values)
+        else:
+            await sensor.mark_created(values)
+
+    async def listed_sensors(self) -> dict[str, dict[str, str]]:
+        parent = self._child("listed-sensors")
+        return {child.name: await child.values() for child in await parent.children()}
+
+
+@dataclass(frozen=True)
+class DefaultDevice:
+    """``/device/default/``: rules that apply to every device."""
+
+    database: Database
+
+    @property
+    def node(self) -> RegistryNode:
+        return RegistryNode(self.database, DEFAULT_DEVICE)
+
+    async def routes(self) -> list[Route]:
+        return parse_routes(await self.node.child("channel-translation").values())
+
+
+RouteOwner = Device | DefaultDevice
+
+
+async def add_route(owner: RouteOwner, route: Route) -> None:
+    node = owner.node.child("channel-translation")
+    await node.check()
+    await node.set_value(route.key, route.topic)
+
+
+async def remove_route(owner: RouteOwner, priority: int, regex: str) -> None:
+    key = Route(priority, regex, "").key
+    node = owner.node.child("channel-translation")
+    if key not in await node.values():
+        raise EntityNotFoundError(f"no route with priority {priority} and regex {regex!r}")
+    await node.delete_value(key)
+
+
+class Devices:
+    """Finding, creating and deleting devices."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def _by_ident(self, ident: str) -> RegistryNode:
+        return RegistryNode(self.database, child_path(BY_IDENT, ident))
+
+    async def by_ident(self, ident: str) -> Device | None:
+        state = await self._by_ident(ident).load()
+        device_id = state.values.get("id")
+        if state.status is not NodeStatus.CREATED or not device_id:
+            return None
+        return Device(self.database, device_id)
+
+    async def by_id(self, device_id: str) -> Device | None:
+        try:
+            canonical = str(uuid.UUID(device_id))
+        except ValueError:
+            return None
+        device = Device(self.database, canonical)
+        return device if await device.node.exists() else None
+
+    async def find(self, ident_or_id: str) -> Device:
+        """A device named by ident or by id; EntityNotFoundError otherwise."""
+        found = await self.by_ident(ident_or_id) or await self.by_id(ident_or_id)
+        if found is None:
+            raise EntityNotFoundError(f"no device with ident or id {ident_or_id!r}")
+        return found
+
+    async def create(self, ident: str, domain: Domain | None = None) -> Device:
+        """Register a device (in ``domain``, else ``default``); EntityExistsError if known."""
+        if await self.by_ident(ident) is not None:
+            raise EntityExistsError(f"a device with ident {ident!r} exists already")
+        return await self._create(ident, domain)
+
+    async def get_or_create(self, ident: str) -> Device:
+        return await self.by_ident(ident) or await self._create(ident, None)
+
+    async def _create(self, ident: str, domain: Domain | None) -> Device:
+        by_ident = self._by_ident(ident)
+        device = Device(self.database, device_id_for(ident))
+        if await device.node.status() is NodeStatus.DELETED:
+            await self._purge(device)
+        await device.node.create()
+        await device.node.set_value("ident", ident)
+        for child in _CHILDREN:
+            await device._child(child).mark_created()
+        await self.move(
+            device, domain or await Domains(self.database).get_or_create(DEFAULT_DOMAIN)
+        )
+        await by_ident.create()
+        await by_ident.set_value("id", device.id)
+        return device
+
+    async def _purge(self, device: Device) -> None:
+        """Remove a deleted device's nodes for good, before its ident is registered again.
+
+        The same ident gives the same id: without this, the new device would get back the
+        settings and commands of the one deleted. A soft delete unlists every node from its
+        parent, so hard-deleting the device's node would not reach its children: each of
+        them goes by name.
+        """
+        for node in (device.node, *(device._child(child) for child in _CHILDREN)):
+            await node.delete(hard=True)
+
+    async def all(self) -> list[Device]:
+        names = await RegistryNode(self.database, BY_IDENT).children_names()
+        found = [await self.by_ident(name) for name in names]
+        return [device for device in found if device is not None]
+
+    async def move(self, device: Device, domain: Domain) -> None:
+        """Make ``device`` a member of ``domain`` (and of no other)."""
+        previous = await device.domain_id()
+        if previous and previous != domain.id:
+            old = await Domains(self.database).by_id(previous)
+            if old is not None:
+                await old.devices_node.delete_value(device.id)
+        await device.node.set_value("domain", domain.id)
+        await domain.devices_node.set_value(device.id, "")
+
+    async def delete(self, device: Device) -> None:
+        """Soft delete: out of its domain, its node and by-ident entry marked deleted."""
+        ident = await device.ident()
+        domain_id = await device.domain_id()
+        if domain_id:
+            domain = await Domains(self.database).by_id(domain_id)
+            if domain is not None:
+                await domain.devices_node.delete_value(device.id)
+        if ident:
+            await self._by_ident(ident).delete()
+        await device.node.delete()
