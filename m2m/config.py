@@ -34,6 +34,8 @@ class CassandraConfig(_Section):
     keyspace: str = Field("m2m", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
     replication: dict[str, str | int] = {"class": "SimpleStrategy", "replication_factor": 1}
     consistency: str = "LOCAL_QUORUM"
+    local_dc: str | None = None
+    """The datacenter whose nodes serve requests (default: that of the contact points)."""
     username: str | None = None
     password: str | None = None
     max_in_flight: int = Field(256, ge=1)
@@ -52,11 +54,30 @@ class ListenConfig(_Section):
     """A Twisted server endpoint string, e.g. ``tcp:3010`` or ``ssl:3011:privateKey=…``."""
 
 
+class TimingConfig(_Section):
+    """Durations of the device sessions, in seconds (the protocols' own; shorter in tests)."""
+
+    ping_after_silence: float = Field(900, gt=0)
+    """Nothing received for this long (and nothing sent for ``ping_quiet_period``): ping."""
+    ping_quiet_period: float = Field(30, gt=0)
+    setting_resend_interval: float = Field(40, ge=0)
+    """The same ``name=value`` is not pushed to one connection again within this time."""
+    identification_timeout: float = Field(30, gt=0)
+    """ALIP: a device that has not identified by then is told so and disconnected."""
+    disconnect_after_silence: float = Field(43200, gt=0)
+    """ALIP: nothing received for this long (12 h): disconnect."""
+    sweep_interval: float = Field(5, gt=0)
+    """How often the receiver looks for connections to ping or drop."""
+    unidentified_frames_allowed: int = Field(5, ge=0)
+    """M2MP: data frames ignored before identification; one more closes the connection."""
+
+
 class ReceiversConfig(_Section):
     m2mp: ListenConfig = ListenConfig(listen="tcp:3010")
     alip: ListenConfig = ListenConfig(listen="tcp:3050")
     enrollment: Literal["open", "registered"] = "open"
     """``open`` creates unknown devices on identification; ``registered`` refuses them."""
+    timing: TimingConfig = TimingConfig()
 
 
 class StackConfig(_Section):

@@ -46,11 +46,12 @@ class SchemaStatus:
 
 def schema_dir() -> Path:
     """The CQL files: beside the package in a checkout, else where the package installed them."""
+    checkout = Path(__file__).resolve().parent.parent
     for candidate in (
-        Path(__file__).resolve().parent.parent / "schema",
+        checkout / "schema" if (checkout / "setup.cfg").is_file() else None,
         Path(sys.prefix) / "share" / "m2m" / "schema",
     ):
-        if candidate.is_dir():
+        if candidate is not None and any(candidate.glob("*.cql")):
             return candidate
     raise DatabaseError("the schema files (schema/*.cql) are not installed with this package")
 

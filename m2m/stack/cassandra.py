@@ -140,6 +140,11 @@ class CassandraNode:
             f"-Xms{self.heap}",
             f"-Xmx{self.heap}",
             "-XX:+UseG1GC",
+            # With a 1 GB heap G1 picks 1 MB regions, making every 512 KiB blob block a
+            # "humongous" allocation that fragments the heap until it runs out: 4 MB
+            # regions keep blocks ordinary objects.
+            "-XX:G1HeapRegionSize=4m",
+            "-XX:+ParallelRefProcEnabled",
             "-XX:+ExitOnOutOfMemoryError",
             "-Xss256k",
             "-Djava.net.preferIPv4Stack=true",

@@ -95,6 +95,7 @@ class ServiceProcess:
         with open(self.log_file, "ab") as log:
             process = subprocess.Popen(
                 list(self.command),
+                cwd=self.run_dir,  # whatever a service drops in its cwd stays in its state
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
