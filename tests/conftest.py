@@ -6,11 +6,16 @@ both in-process code and ``m2m`` subprocesses use, so tests see what a user woul
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -65,7 +70,7 @@ def config(config_file: Path) -> Config:
 
 @pytest.fixture(scope="session")
 def _session(config: Config) -> Iterator[tuple[object, object]]:
-    cluster, session = connect_session(config.cassandra, config.cassandra.keyspace)
+    cluster, session = connect_session(config.cassandra)
     yield cluster, session
     cluster.shutdown()
 
@@ -74,4 +79,86 @@ def _session(config: Config) -> Iterator[tuple[object, object]]:
 def database(config: Config, _session: tuple[object, object]) -> Database:
     """A Database on the test keyspace (one driver session shared by the whole run)."""
     cluster, session = _session
-    return Database(cluster, session, config.cassandra.max_in_flight)  # type: ignore[arg-type]
+    return Database(
+        cluster,  # type: ignore[arg-type]
+        session,  # type: ignore[arg-type]
+        config.cassandra.keyspace,
+        config.cassandra.max_in_flight,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+FAST_TIMING = {
+    "ping_after_silence": 2,
+    "ping_quiet_period": 1,
+    "setting_resend_interval": 1,
+    "identification_timeout": 2,
+    "disconnect_after_silence": 4,
+    "sweep_interval": 0.2,
+}
+
+
+@dataclass
+class Platform:
+    """A running ``m2m serve``: its config file and the ports its receivers listen on."""
+
+    config_file: Path
+    config: Config
+    m2mp_port: int
+    alip_port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def start_platform(
+    base_config: Path, directory: Path, only: str | None = None, **receivers: object
+) -> Platform:
+    """``m2m serve`` on free ports with fast session timings, ready for devices."""
+    settings = yaml.safe_load(base_config.read_text())
+    m2mp_port, alip_port = free_port(), free_port()
+    settings["receivers"] = {
+        "m2mp": {"listen": f"tcp:{m2mp_port}:interface=127.0.0.1"},
+        "alip": {"listen": f"tcp:{alip_port}:interface=127.0.0.1"},
+        "timing": FAST_TIMING,
+        **receivers,
+    }
+    settings["nsq"] = {"lookupd_poll_interval": 1}
+    config_file = directory / f"serve-{m2mp_port}.yaml"
+    config_file.write_text(yaml.safe_dump(settings))
+    log = directory / f"serve-{m2mp_port}.log"
+    command = [M2M, "--config", str(config_file), "serve", *(["--only", only] if only else [])]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    platform = Platform(config_file, load_config(config_file), m2mp_port, alip_port, process, log)
+    listening = [p for name, p in (("m2mp", m2mp_port), ("alip", alip_port))
+                 if only is None or name in only]  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not all(_accepts(port) for port in listening):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"m2m serve did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+    return platform
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+@pytest.fixture(scope="session")
+def platform(config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """One ``m2m serve`` with every receiver and worker, shared by the end-to-end tests."""
+    running = start_platform(config_file, tmp_path_factory.mktemp("platform"))
+    yield running
+    running.stop()

@@ -9,6 +9,9 @@ When nsqd cannot take messages the queues grow. Past ``high_water`` buffered mes
 publisher tells its pressure listeners to stop reading from devices (back-pressure), and
 tells them to resume below half of it. ``capacity`` is the hard bound: a message beyond it
 is dropped, counted and logged — the only way this publisher ever drops anything.
+
+Receivers ``publish`` and move on; workers ``deliver`` and wait for nsqd's acknowledgement
+of that very message before they finish the message it came from.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import nsq
 
@@ -28,6 +30,16 @@ log = logging.getLogger(__name__)
 
 PressureListener = Callable[[bool], None]
 """Called with True when readers should pause, False when they may resume."""
+
+
+class PublishDropped(Exception):
+    """The publish buffer was full: the message was not accepted."""
+
+
+@dataclass(slots=True)
+class _Queued:
+    body: bytes
+    acknowledged: asyncio.Future[None] | None
 
 
 @dataclass
@@ -59,13 +71,13 @@ class Publisher:
         self._retry_delay = retry_delay
         self._reconnect_interval = reconnect_interval
         self._writer: nsq.Writer | None = None
-        self._queues: dict[str, deque[bytes]] = {}
+        self._queues: dict[str, deque[_Queued]] = {}
         self._busy: set[str] = set()
         """Topics with a batch out to nsqd, or waiting to retry one."""
         self._buffered = 0
         self._paused = False
         self._listeners: list[PressureListener] = []
-        self._drained: asyncio.Event | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self.stats = PublisherStats()
 
     def start(self) -> None:
@@ -100,6 +112,16 @@ class Publisher:
         return self.publish_body(envelope.topic, envelope.to_json())
 
     def publish_body(self, topic: str, body: bytes) -> bool:
+        return self._enqueue(topic, _Queued(body, None))
+
+    async def deliver(self, envelope: Envelope) -> None:
+        """Publish and wait until nsqd acknowledged this message; PublishDropped if full."""
+        acknowledged = asyncio.get_running_loop().create_future()
+        if not self._enqueue(envelope.topic, _Queued(envelope.to_json(), acknowledged)):
+            raise PublishDropped(f"publish buffer full ({self._capacity} messages)")
+        await acknowledged
+
+    def _enqueue(self, topic: str, queued: _Queued) -> bool:
         if self._buffered >= self._capacity:
             self.stats.dropped += 1
             if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
@@ -111,7 +133,7 @@ class Publisher:
             return False
         self.stats.accepted += 1
         self._buffered += 1
-        self._queues.setdefault(topic, deque()).append(body)
+        self._queues.setdefault(topic, deque()).append(queued)
         if not self._paused and self._buffered >= self._high_water:
             self._set_pressure(True)
         self._send_next(topic)
@@ -121,14 +143,16 @@ class Publisher:
         """Wait until nsqd acknowledged everything accepted; False on timeout."""
         if self._buffered == 0:
             return True
-        self._drained = asyncio.Event()
+        drained = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(drained)
         try:
-            await asyncio.wait_for(self._drained.wait(), timeout)
+            await asyncio.wait_for(asyncio.shield(drained), timeout)
             return True
         except TimeoutError:
             return False
         finally:
-            self._drained = None
+            if drained in self._drain_waiters:
+                self._drain_waiters.remove(drained)
 
     def _send_next(self, topic: str) -> None:
         queue = self._queues[topic]
@@ -136,13 +160,24 @@ class Publisher:
             return
         batch = [queue.popleft() for _ in range(min(self._max_batch, len(queue)))]
         self._busy.add(topic)
-        done = partial(self._on_sent, topic, batch)
-        if len(batch) == 1:
-            self._writer.pub(topic, batch[0], callback=done)
-        else:
-            self._writer.mpub(topic, batch, callback=done)
+        settled = False
 
-    def _on_sent(self, topic: str, batch: list[bytes], _conn: object, response: object) -> None:
+        def done(conn: object, response: object) -> None:
+            # pynsq can report one send twice: a send that fails on a connection closing
+            # under it calls back at once, and again when the closed connection calls
+            # back everything still queued on it. Only the first report counts, or the
+            # batch would be requeued (and published) twice.
+            nonlocal settled
+            if not settled:
+                settled = True
+                self._on_sent(topic, batch, conn, response)
+
+        if len(batch) == 1:
+            self._writer.pub(topic, batch[0].body, callback=done)
+        else:
+            self._writer.mpub(topic, [queued.body for queued in batch], callback=done)
+
+    def _on_sent(self, topic: str, batch: list[_Queued], _conn: object, response: object) -> None:
         if isinstance(response, nsq.Error):
             self.stats.failed_batches += 1
             if self.stats.failed_batches == 1 or self.stats.failed_batches % 100 == 0:
@@ -159,10 +194,15 @@ class Publisher:
         self._busy.discard(topic)
         self._buffered -= len(batch)
         self.stats.published += len(batch)
+        for queued in batch:
+            if queued.acknowledged is not None and not queued.acknowledged.done():
+                queued.acknowledged.set_result(None)
         if self._paused and self._buffered <= self._low_water:
             self._set_pressure(False)
-        if self._buffered == 0 and self._drained is not None:
-            self._drained.set()
+        if self._buffered == 0:
+            for waiter in self._drain_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         self._send_next(topic)
 
     def _retry(self, topic: str) -> None:

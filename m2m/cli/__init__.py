@@ -5,9 +5,13 @@ from __future__ import annotations
 import click
 
 from m2m.cli.app import App, M2MGroup
+from m2m.cli.blob import blob
 from m2m.cli.dev import dev
+from m2m.cli.registry import registry
 from m2m.cli.schema import schema
+from m2m.cli.serve import serve
 from m2m.cli.stack import stack
+from m2m.cli.ts import ts
 
 
 @click.group(cls=M2MGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,5 +29,5 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = App(config_path)
 
 
-for command in (dev, stack, schema):
+for command in (dev, serve, stack, schema, ts, registry, blob):
     main.add_command(command)

@@ -27,6 +27,8 @@ Decisions the spec leaves open:
 - ``_special`` data is stored like any text (the original platform did, so a device's
   history shows why it was disconnected); ``disconnect_me`` and ``disconnect_us`` also
   ask the receivers to disconnect; any other command is only stored.
+  ``disconnect_me`` goes back to the receiver that sent the message (its ``_from``), since
+  connection ids are only unique within one receiver.
 - An array on a ``sen:`` channel must be exactly [4-byte time, value].
 - Produced messages carry the ``_time`` of the message they come from.
 """
@@ -35,18 +37,20 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import hashlib
 import math
 import reprlib
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 from uuid import UUID
 
 from m2m.bus import topics
 from m2m.bus.envelope import Address, Envelope, InvalidMessage
+from m2m.timeseries.errors import TimeSeriesError
 from m2m.timeseries.record import JsonValue
+from m2m.timeseries.timeuuids import seeded_timeuuid
 
 CONVERTER_ADDRESS: Final = "converter-m2mp/converter"
 """The ``_from`` of every message the converter produces."""
@@ -62,15 +66,6 @@ _UNIX_TIME: Final = struct.Struct(">I")
 _FLOAT32: Final = struct.Struct(">f")
 _FLOAT32_ROUND_TRIP_DIGITS: Final = 9
 """Significant digits that always read back as the same f32."""
-
-_UUID_TICKS_PER_SECOND: Final = 10_000_000
-_UNIX_EPOCH_IN_UUID_TICKS: Final = 0x01B2_1DD2_1381_4000
-"""100 ns ticks from the UUID epoch (1582-10-15) to the unix epoch."""
-_UUID_TICKS_LIMIT: Final = 1 << 60
-_VERSION_1: Final = 0x1000
-_RFC_4122_VARIANT: Final = 0x80
-_MULTICAST_NODE: Final = 0x0100_0000_0000
-"""Marks a node that is not a MAC address (RFC 4122, 4.5)."""
 
 _T = TypeVar("_T")
 
@@ -243,13 +238,29 @@ def _disconnect_requests(envelope: Envelope, source: _Source, data: bytes) -> li
         return []
     command = _text(data)
     if command == DISCONNECT_THIS_CONNECTION:
-        target = {"connection_id": _connection_id(envelope.fields)}
+        address = _connection_address(envelope)
     elif command == DISCONNECT_THIS_DEVICE:
-        target = {"device_id": str(source.device_id)}
+        address = Address(topics.RECEIVERS, params={"device_id": str(source.device_id)})
     else:
         return []
-    address = Address(topics.RECEIVERS, params=target)
     return [Envelope(str(address), CONVERTER_ADDRESS, topics.DISCONNECT, source.sent_at, {})]
+
+
+def _connection_address(envelope: Envelope) -> Address:
+    """Where to ask for the end of the connection a message came from.
+
+    A connection id is only unique within one receiver process, so the request goes back
+    to the receiver that sent the message (its ``_from`` names the connection too, as the
+    original converter answered it): sent to every receiver, it would also end each other
+    receiver's connection of that number. A sender that does not name this connection is
+    not a receiver's address: then every receiver is asked.
+    """
+    connection_id = _connection_id(envelope.fields)
+    with contextlib.suppress(InvalidMessage):
+        sender = Address.parse(envelope.sender)
+        if sender.topic == topics.RECEIVERS and sender.params.get("connection_id") == connection_id:
+            return Address(sender.topic, sender.channel, {"connection_id": connection_id})
+    return Address(topics.RECEIVERS, params={"connection_id": connection_id})
 
 
 # --- Fields and time UUIDs --------------------------------------------------------------
@@ -322,23 +333,7 @@ def _time_uuid(unix_time: float, seed: bytes) -> UUID:
     The same seed gives the same UUID, so a redelivered message rewrites its own record;
     different seeds give different UUIDs, so records of the same instant stay apart.
     """
-    ticks = _uuid_ticks(unix_time)
-    digest = hashlib.blake2b(seed, digest_size=8).digest()
-    return UUID(
-        fields=(
-            ticks & 0xFFFF_FFFF,
-            (ticks >> 32) & 0xFFFF,
-            (ticks >> 48) | _VERSION_1,
-            _RFC_4122_VARIANT | (digest[0] & 0x3F),
-            digest[1],
-            int.from_bytes(digest[2:]) | _MULTICAST_NODE,
-        )
-    )
-
-
-def _uuid_ticks(unix_time: float) -> int:
-    if math.isfinite(unix_time):
-        ticks = round(unix_time * _UUID_TICKS_PER_SECOND) + _UNIX_EPOCH_IN_UUID_TICKS
-        if 0 <= ticks < _UUID_TICKS_LIMIT:
-            return ticks
-    raise InvalidMessage(f"time {unix_time} is outside what a time UUID can carry")
+    try:
+        return seeded_timeuuid(datetime.fromtimestamp(unix_time, UTC), seed)
+    except (ValueError, OverflowError, OSError, TimeSeriesError):
+        raise InvalidMessage(f"time {unix_time} is outside what a time UUID can carry") from None

@@ -1,0 +1,37 @@
+"""``m2m serve``: run the receivers and workers against the configured Cassandra and NSQ."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from m2m.cli.app import App, pass_app
+from m2m.runtime import asyncio_reactor, configure_logging, run
+from m2m.services import SERVICE_NAMES, Services
+
+
+def parse_names(only: str | None) -> tuple[str, ...]:
+    if not only:
+        return SERVICE_NAMES
+    return tuple(dict.fromkeys(name.strip() for name in only.split(",") if name.strip()))
+
+
+@click.command()
+@click.option(
+    "--only",
+    metavar="NAMES",
+    help=f"Comma-separated subset of: {', '.join(SERVICE_NAMES)} (default: all).",
+)
+@pass_app
+def serve(app: App, only: str | None) -> None:
+    """Run receivers and workers until SIGTERM or SIGINT (then stop cleanly)."""
+    serve_services(app, parse_names(only))
+
+
+def serve_services(app: App, names: tuple[str, ...]) -> None:
+    config = app.config
+    configure_logging()
+    reactor, _ = asyncio_reactor()
+    services = Services(config, names, reactor)
+    sys.exit(run(services.start, services.stop))

@@ -1,0 +1,353 @@
+"""The ALIP receiver: a thin Twisted adapter between the line parser and the device session.
+
+Each line is parsed (sans-IO) into a command and handled as one step of the connection's
+:class:`InOrder` runner, so answers come in the order of the questions even when one has
+to wait for Cassandra. Every mistake is an :class:`AlipError`, raised wherever it is found
+and answered ``ERR <reason>`` by the step runner; the connection stays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from datetime import datetime
+from functools import partial
+
+from m2m import __version__
+from m2m.blobstore import BlobError, BlobFile
+from m2m.bus import topics
+from m2m.bus.envelope import Envelope
+from m2m.receivers.alip import lines
+from m2m.receivers.alip.commands import (
+    AckAnswer,
+    AckRequest,
+    AlipError,
+    Command,
+    CommandAck,
+    CommandsList,
+    Data,
+    DataAt,
+    DebugAddCommand,
+    DebugConnected,
+    DebugId,
+    DebugLast,
+    DebugLogLevel,
+    DebugSetSetting,
+    DebugSource,
+    DebugVersion,
+    FirmwareGet,
+    FirmwareSelect,
+    FirmwareSize,
+    Identify,
+    JsonAt,
+    JsonValue,
+    Quit,
+    SettingAck,
+    SettingGet,
+    SettingReport,
+    SettingsGetAll,
+    SettingsGetPending,
+    SettingUnknown,
+    Time,
+    allowed_before_identification,
+    parse_command,
+)
+from m2m.receivers.alip.framing import OVERLONG, LineSplitter
+from m2m.receivers.alip.processors import Echo, process_data
+from m2m.receivers.ordering import InOrder
+from m2m.receivers.server import DeviceProtocol, peer_address
+from m2m.receivers.session import DeviceSession
+from m2m.timeseries import TimeSeriesError
+
+log = logging.getLogger(__name__)
+
+MAX_FIRMWARE_CHUNK = 32 * 1024
+"""Bytes one ``F G`` answers at most: its line carries them in hex."""
+DEFAULT_LOG_LEVEL = 5
+
+
+def _refuse_overlong_line() -> None:
+    raise AlipError("Line too long")
+
+
+class ALIPProtocol(DeviceProtocol):
+    session: DeviceSession
+
+    def connectionMade(self) -> None:
+        self._lines = LineSplitter()
+        self._steps = InOrder(self._step_failed)
+        self._connected = time.monotonic()
+        self._ping_counter = 0
+        self._closing = False
+        self._command_numbers: dict[int, str] = {}
+        self._next_command_number = 0
+        self._firmware: BlobFile | None = None
+        self._log_level = DEFAULT_LOG_LEVEL
+        self.session = DeviceSession(self.factory.context, self, peer_address(self.transport))
+        self.session.opened()
+        self.factory.joined(self)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.factory.left(self)
+        self._steps.submit(self.session.closed)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.session.received()
+        for line in self._lines.feed(data):
+            if line is OVERLONG:
+                # A step too, so its ERR comes after the answers to the lines before it,
+                # even those still waiting for Cassandra.
+                self._steps.submit(_refuse_overlong_line)
+            else:
+                self._steps.submit(partial(self._line, line))
+
+    def _line(self, line: bytes) -> Awaitable[None] | None:
+        command = parse_command(line)
+        if self.session.device is None and not allowed_before_identification(command):
+            raise AlipError("You need to identify first !")
+        return self._handle(command)
+
+    def _handle(self, command: Command) -> Awaitable[None] | None:
+        session = self.session
+        match command:
+            case Identify(ident=ident):
+                return self._identify(ident)
+            case Data(type=device_type, content=content):
+                self._store(device_type, content, None)
+            case DataAt(time=moment, type=device_type, content=content):
+                self._store(device_type, content, moment)
+            case JsonAt(time=moment, type=record_type, value=value):
+                self._store_record(record_type, value, moment)
+            case SettingAck(name=name, value=value) | SettingReport(name=name, value=value):
+                return session.ack_settings([(name, value)])
+            case SettingsGetAll():
+                return session.send_all_settings()
+            case SettingsGetPending():
+                return self._send_pending_settings()
+            case SettingGet(name=name):
+                return self._send_setting(name)
+            case SettingUnknown(name=name):
+                return session.forget_settings([name])
+            case CommandAck(n=number):
+                return self._ack_command(number)
+            case CommandsList():
+                return self._resend_commands()
+            case AckRequest(x=token):
+                self._send(lines.ack_answer(token))
+            case AckAnswer():
+                pass  # the device is alive: that was the point
+            case Time():
+                self._send(lines.current_time(int(time.time())))
+            case FirmwareSelect(name=name):
+                return self._select_firmware(name)
+            case FirmwareSize():
+                self._send(lines.firmware_size(self._selected_firmware().size))
+            case FirmwareGet(offset=offset, size=size):
+                return self._firmware_chunk(offset, size)
+            case DebugId():
+                self._send(lines.debug_device_id(self._device_id()))
+            case DebugSource():
+                self._send(lines.debug_source(session.source, session.connection_id))
+            case DebugConnected():
+                connected = int(time.monotonic() - self._connected)
+                self._send(lines.debug_connected(connected))
+            case DebugVersion():
+                self._send(lines.debug_version(__version__))
+            case DebugSetSetting(name=name, value=value):
+                return self._debug_set_setting(name, value)
+            case DebugAddCommand(text=text):
+                return self._debug_add_command(text)
+            case DebugLast(count=count):
+                return self._debug_last(count)
+            case DebugLogLevel(level=level):
+                if level is not None:
+                    self._log_level = level
+                self._send(lines.debug_log_level(self._log_level))
+            case Quit():
+                self._send(lines.QUIT_BYE)
+                self.close()
+        return None
+
+    # -- identification ----------------------------------------------------------------
+
+    async def _identify(self, ident: str) -> None:
+        if self.session.device is not None:
+            raise AlipError("You already identified !")
+        accepted = await self.session.identify(ident)
+        self._send(lines.IDENT_ACCEPTED if accepted else lines.IDENT_REFUSED)
+        if accepted:
+            await self.session.greet()
+
+    def _device_id(self) -> str:
+        device_id = self.session.device_id
+        if device_id is None:
+            raise AlipError("Not identified !")
+        return device_id
+
+    # -- data --------------------------------------------------------------------------
+
+    def _store(self, device_type: str, content: str, moment: datetime | None) -> None:
+        processed = process_data(device_type, content)
+        if isinstance(processed, Echo):
+            self._send(lines.echo(processed.content))
+            return
+        self._store_record(processed.type, processed.value, processed.time or moment)
+
+    def _store_record(self, record_type: str, value: JsonValue, moment: datetime | None) -> None:
+        try:
+            self.session.store(record_type, value, at=moment)
+        except TimeSeriesError as exc:
+            # A device time no time UUID can carry (before 1582, after 5236): the
+            # device's mistake, not ours, so it gets a real reason.
+            raise AlipError(f"Invalid time: {exc}") from None
+
+    # -- settings and commands ---------------------------------------------------------
+
+    async def _send_pending_settings(self) -> None:
+        assert self.session.device is not None
+        pending = await self.session.device.settings_to_send()
+        self.send_settings(sorted(pending.items()))
+
+    async def _send_setting(self, name: str) -> None:
+        assert self.session.device is not None
+        value = (await self.session.device.settings()).get(name, "")
+        line = self._setting_line(name, value)
+        if line is None:
+            raise AlipError(f'Setting "{name}" cannot be sent: its value spans lines')
+        self._send(line)
+
+    async def _ack_command(self, number: int) -> None:
+        command_id = self._command_numbers.pop(number, None)
+        if command_id is None:
+            raise AlipError(f"Unknown command number {number}")
+        await self.session.ack_command(command_id, None)
+
+    async def _resend_commands(self) -> None:
+        assert self.session.device is not None
+        self.send_commands(sorted((await self.session.device.commands()).items()))
+
+    async def _debug_set_setting(self, name: str, value: str) -> None:
+        assert self.session.device is not None
+        await self.session.device.define_setting(name, value)
+        self._send(lines.DEBUG_SET_SETTING_OK)
+        self._control(topics.SEND_SETTINGS)
+
+    async def _debug_add_command(self, text: str) -> None:
+        assert self.session.device is not None
+        await self.session.device.add_command(text)
+        self._send(lines.DEBUG_ADD_COMMAND_OK)
+        self._control(topics.SEND_COMMANDS)
+
+    def _control(self, call: str) -> None:
+        """Ask every receiver holding this device to push, as the CLI would."""
+        to = f"{topics.RECEIVERS};device_id={self._device_id()}"
+        self.factory.context.publisher.publish(Envelope.make(to, call, self.session.sender))
+
+    async def _debug_last(self, count: int) -> None:
+        assert self.session.device is not None
+        timeseries = self.factory.context.timeseries
+        self._send(lines.LAST_BEGIN)
+        if count > 0:
+            async for record in timeseries.records(self.session.device.series_id, limit=count):
+                self._send(lines.last_record(record.time, record.type, json.dumps(record.data)))
+        self._send(lines.LAST_END)
+
+    # -- firmware ----------------------------------------------------------------------
+
+    async def _select_firmware(self, name: str) -> None:
+        try:
+            self._firmware = await self.factory.context.firmwares.open(name)
+        except BlobError as exc:
+            log.warning("connection %d: firmware %r: %s", self.session.connection_id, name, exc)
+            self._firmware = None
+        self._send(lines.FIRMWARE_FOUND if self._firmware else lines.FIRMWARE_NOT_FOUND)
+
+    def _selected_firmware(self) -> BlobFile:
+        if self._firmware is None:
+            raise AlipError("No firmware selected (F N <name>)")
+        return self._firmware
+
+    async def _firmware_chunk(self, offset: int, size: int) -> None:
+        firmware = self._selected_firmware()
+        try:
+            chunk = await firmware.read_at(offset, min(size, MAX_FIRMWARE_CHUNK))
+        except BlobError as exc:
+            # Replaced or removed since it was selected: its blocks are gone for good, so
+            # "try again later" would never work; selecting it again does.
+            log.warning("connection %d: firmware %s: %s", self.session.connection_id, firmware, exc)
+            self._firmware = None
+            raise AlipError(
+                f'Firmware "{firmware.name}" changed since it was selected: select it again'
+            ) from None
+        self._send(lines.firmware_chunk(offset, chunk))
+
+    # -- lines to the device (the session's DeviceLink) --------------------------------
+
+    def _send(self, line: bytes) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.write(line)
+            self.session.sent()
+
+    def send_settings(self, settings: Sequence[tuple[str, str]]) -> None:
+        for name, value in settings:
+            line = self._setting_line(name, value)
+            if line is not None:
+                self._send(line)
+
+    def _setting_line(self, name: str, value: str) -> bytes | None:
+        """The ``S S`` line of a setting; None (logged) for a value with a newline.
+
+        Such a value cannot travel on one line. Skipping it, rather than failing, keeps one
+        bad value from holding back the other settings and the commands pushed after them.
+        """
+        try:
+            return lines.setting(name, value)
+        except ValueError:
+            log.warning(
+                "connection %d: setting %r not sent: its value has a newline",
+                self.session.connection_id,
+                name,
+            )
+            return None
+
+    def send_commands(self, commands: Sequence[tuple[str, str]]) -> None:
+        for command_id, text in commands:
+            number = self._next_command_number
+            self._next_command_number += 1
+            self._command_numbers[number] = command_id
+            self._send(lines.command(number, text.replace("\n", " ")))
+
+    def request_all_settings(self) -> None:
+        self._send(lines.SETTINGS_REQUEST_ALL)
+
+    def request_capabilities(self) -> None:
+        """ALIP has no capability question."""
+
+    def close(self) -> None:
+        if self.transport is not None and not self._closing:
+            self._closing = True
+            self.transport.loseConnection()
+
+    def _step_failed(self, exc: BaseException) -> None:
+        """A command refused (its ``ERR`` answer), or failed on our side (logged)."""
+        if isinstance(exc, AlipError):
+            self._send(lines.error(str(exc)))
+            return
+        log.error("connection %d: %r", self.session.connection_id, exc, exc_info=exc)
+        self._send(lines.error("Internal error, try again later"))
+
+    # -- timers ------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        timing = self.factory.context.timing
+        if self.session.device is None and now - self._connected >= timing.identification_timeout:
+            self._send(lines.QUIT_IDENTIFICATION_TIMEOUT)
+            self.close()
+        elif now - self.session.last_received >= timing.disconnect_after_silence:
+            self._send(lines.QUIT_NO_DATA)
+            self.close()
+        elif self.session.ping_due(now):
+            self._send(lines.ack_request(self._ping_counter))
+            self._ping_counter += 1

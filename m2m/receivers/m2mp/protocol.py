@@ -1,0 +1,227 @@
+"""The M2MP receiver: a thin Twisted adapter between the codec and the device session.
+
+Bytes go through the sans-IO :class:`Decoder`; each frame becomes one step of the
+connection's :class:`InOrder` runner, so frames are handled in the order they came even
+when identification or an acknowledgement has to wait for the registry. An unknown header
+or an oversized frame ends the connection (the frames before it are still handled); so
+does data sent before identification, past a small allowance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Sequence
+from functools import partial
+
+from m2m.bus import topics
+from m2m.receivers.m2mp.channels import IncomingChannels, OutgoingChannels
+from m2m.receivers.m2mp.codec import (
+    ChannelDefinition,
+    Data,
+    DataArray,
+    Decoder,
+    DevicePing,
+    DevicePingAnswer,
+    Direction,
+    Frame,
+    IdentificationRequest,
+    IdentificationResult,
+    ProtocolError,
+    ServerPing,
+    ServerPingAnswer,
+    encode,
+)
+from m2m.receivers.ordering import InOrder
+from m2m.receivers.server import DeviceProtocol, peer_address
+from m2m.receivers.session import DeviceSession
+
+log = logging.getLogger(__name__)
+
+SETTINGS_CHANNEL = "_set"
+STATUS_CHANNEL = "_sta"
+COMMANDS_CHANNEL = "_cmd"
+ECHO_CHANNEL = "echo"
+
+
+def _text(item: bytes) -> str:
+    return item.decode("utf-8", errors="replace")
+
+
+def _pairs(items: Sequence[bytes]) -> list[tuple[str, str]]:
+    """``name=value`` items as pairs; items without ``=`` are skipped, as the original did."""
+    pairs = []
+    for item in items:
+        name, separator, value = _text(item).partition("=")
+        if separator:
+            pairs.append((name, value))
+    return pairs
+
+
+class M2MPProtocol(DeviceProtocol):
+    session: DeviceSession
+
+    def connectionMade(self) -> None:
+        self._decoder = Decoder(Direction.DEVICE_TO_SERVER)
+        self._incoming = IncomingChannels()
+        self._outgoing = OutgoingChannels()
+        self._steps = InOrder(self._step_failed)
+        self._ignored_frames = 0
+        self._ping_counter = 0
+        self._closing = False
+        self.session = DeviceSession(self.factory.context, self, peer_address(self.transport))
+        self.session.opened()
+        self.factory.joined(self)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.factory.left(self)
+        self._steps.submit(self.session.closed)  # after what the device sent before leaving
+
+    def dataReceived(self, data: bytes) -> None:
+        self.session.received()
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError as exc:
+            for frame in exc.frames_before_error:
+                self._steps.submit(partial(self._handle, frame))
+            log.warning("connection %d: %s; closing it", self.session.connection_id, exc)
+            self.close()
+            return
+        for frame in frames:
+            self._steps.submit(partial(self._handle, frame))
+
+    # -- frames from the device --------------------------------------------------------
+
+    def _handle(self, frame: Frame) -> Awaitable[None] | None:
+        if isinstance(frame, Data):
+            self._data(frame)
+        elif isinstance(frame, DataArray):
+            return self._array(frame)
+        elif isinstance(frame, ChannelDefinition):
+            self._incoming.define(frame)
+        elif isinstance(frame, DevicePing):
+            self._send(DevicePingAnswer(frame.n))
+        elif isinstance(frame, IdentificationRequest):
+            return self._identify(frame.ident)
+        elif not isinstance(frame, ServerPingAnswer):  # the answer itself is all we wanted
+            log.warning("connection %d: unexpected %r", self.session.connection_id, frame)
+        return None
+
+    async def _identify(self, ident: str) -> None:
+        if self.session.device is not None:
+            self._send(IdentificationResult(accepted=ident == await self.session.device.ident()))
+            return
+        accepted = await self.session.identify(ident)
+        self._send(IdentificationResult(accepted))
+        if accepted:
+            await self.session.greet()
+
+    def _data(self, frame: Data) -> None:
+        channel = self._incoming.name(frame.channel_id)
+        if not self._identified(channel):
+            return
+        if channel.partition(":")[0] == ECHO_CHANNEL:
+            self._send_on(channel, frame.data)
+            return
+        self.session.forward(
+            topics.CONVERTER_M2MP, topics.DATA_SIMPLE, channel, data=frame.data.hex()
+        )
+
+    def _array(self, frame: DataArray) -> Awaitable[None] | None:
+        channel = self._incoming.name(frame.channel_id)
+        if not self._identified(channel):
+            return None
+        items = frame.items
+        if channel == SETTINGS_CHANNEL and items:
+            return self._settings_array(_text(items[0]), items[1:])
+        if channel == STATUS_CHANNEL and items:
+            if "g" in _text(items[0]):
+                return self.session.set_status(dict(_pairs(items[1:])))
+            return None
+        if channel == COMMANDS_CHANNEL and items:
+            if "a" in _text(items[0]) and len(items) >= 2:
+                response = "\n".join(_text(line) for line in items[2:]) if len(items) > 2 else None
+                return self.session.ack_command(_text(items[1]), response)
+            return None
+        self.session.forward(
+            topics.CONVERTER_M2MP,
+            topics.DATA_ARRAY,
+            channel,
+            data=[item.hex() for item in items],
+        )
+        return None
+
+    def _settings_array(self, request: str, items: Sequence[bytes]) -> Awaitable[None] | None:
+        if request == "ga":
+            return self.session.send_all_settings()
+        if request == "u":
+            return self.session.forget_settings([_text(item) for item in items])
+        if "g" in request:
+            return self.session.ack_settings(_pairs(items))
+        return None
+
+    def _identified(self, channel: str) -> bool:
+        """Whether data may be handled; past the allowance, unidentified data closes."""
+        if self.session.device is not None:
+            return True
+        self._ignored_frames += 1
+        allowed = self.factory.context.timing.unidentified_frames_allowed
+        log.warning(
+            "connection %d: data on %r before identification ignored (%d so far)",
+            self.session.connection_id,
+            channel,
+            self._ignored_frames,
+        )
+        if self._ignored_frames > allowed:
+            self.close()
+        return False
+
+    def _step_failed(self, exc: BaseException) -> None:
+        log.error(
+            "connection %d: handling a frame failed: %r", self.session.connection_id, exc,
+            exc_info=exc,
+        )  # fmt: skip
+
+    # -- frames to the device (the session's DeviceLink) ------------------------------
+
+    def _send(self, frame: Frame) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.write(encode(frame))
+            self.session.sent()
+
+    def _channel_id(self, channel: str) -> int:
+        """Our id for ``channel``, defining it to the device first if it is new."""
+        channel_id, definition = self._outgoing.assign(channel)
+        if definition is not None:
+            self._send(definition)
+        return channel_id
+
+    def _send_on(self, channel: str, data: bytes) -> None:
+        self._send(Data(self._channel_id(channel), data))
+
+    def _send_array_on(self, channel: str, items: Sequence[str]) -> None:
+        self._send(DataArray(self._channel_id(channel), tuple(item.encode() for item in items)))
+
+    def send_settings(self, settings: Sequence[tuple[str, str]]) -> None:
+        self._send_array_on(SETTINGS_CHANNEL, ["sg", *(f"{n}={v}" for n, v in settings)])
+
+    def send_commands(self, commands: Sequence[tuple[str, str]]) -> None:
+        for command_id, text in commands:
+            self._send_array_on(COMMANDS_CHANNEL, ["e", command_id, *text.split("\n")])
+
+    def request_all_settings(self) -> None:
+        self._send_array_on(SETTINGS_CHANNEL, ["ga"])
+
+    def request_capabilities(self) -> None:
+        self._send_array_on(STATUS_CHANNEL, ["g", "cap"])
+
+    def close(self) -> None:
+        if self.transport is not None and not self._closing:
+            self._closing = True
+            self.transport.loseConnection()
+
+    # -- timers ------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        if self.session.ping_due(now):
+            self._send(ServerPing(self._ping_counter))
+            self._ping_counter = (self._ping_counter + 1) % 256

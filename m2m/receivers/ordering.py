@@ -1,0 +1,51 @@
+"""Handling a connection's input strictly in order, even when some steps must wait.
+
+Most steps are synchronous (publish a frame, answer a ping) and run at once. A step that
+returns an awaitable (identification asks the registry) holds back every later step of
+the same connection until it completes, so a device's data never overtakes its own
+identification. A failing step is reported, and the steps after it still run. Nothing is
+dropped when the connection ends: what the device sent was accepted, and is handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+Step = Callable[[], Awaitable[None] | None]
+
+
+class InOrder:
+    def __init__(self, on_error: Callable[[BaseException], None]) -> None:
+        self._on_error = on_error
+        self._waiting: deque[Step] = deque()
+        self._current: asyncio.Future[None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Steps waiting behind one that has not completed."""
+        return len(self._waiting)
+
+    def submit(self, step: Step) -> None:
+        self._waiting.append(step)
+        if self._current is None:
+            self._run_waiting()
+
+    def _run_waiting(self) -> None:
+        while self._waiting and self._current is None:
+            step = self._waiting.popleft()
+            try:
+                pending = step()
+            except Exception as exc:
+                self._on_error(exc)
+                continue
+            if pending is not None:
+                self._current = asyncio.ensure_future(pending)
+                self._current.add_done_callback(self._completed)
+
+    def _completed(self, future: asyncio.Future[None]) -> None:
+        self._current = None
+        if not future.cancelled() and future.exception() is not None:
+            self._on_error(future.exception())  # type: ignore[arg-type]
+        self._run_waiting()

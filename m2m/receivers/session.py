@@ -1,0 +1,255 @@
+"""A device's session, whatever protocol it speaks: identity, events, settings, commands.
+
+M2MP and ALIP differ on the wire and agree on everything else, so that part lives here once:
+identification against the registry (with the enrollment policy), the ``events`` of the
+connection's life and its ``_server`` records, which settings and commands to push and when,
+acknowledgements, the records the device sends, and the control messages from the bus.
+A protocol adapter owns the wire and implements :class:`DeviceLink`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from m2m.bus import topics
+from m2m.bus.envelope import Envelope
+from m2m.bus.publisher import Publisher
+from m2m.config import TimingConfig
+from m2m.receivers.connections import Connections
+from m2m.registry.device import Device, Devices
+from m2m.registry.firmware import Firmwares
+from m2m.registry.paths import InvalidPathError
+from m2m.registry.routes import ChannelRouter
+from m2m.timeseries import TimeSeries
+from m2m.timeseries.timeuuids import new_timeuuid
+
+log = logging.getLogger(__name__)
+
+SERVER_RECORD_TYPE = "_server"
+
+
+class DeviceLink(Protocol):
+    """The wire side of a session: what the protocol adapter sends for it."""
+
+    def send_settings(self, settings: Sequence[tuple[str, str]]) -> None: ...
+
+    def send_commands(self, commands: Sequence[tuple[str, str]]) -> None:
+        """Each command as (command id, text)."""
+
+    def request_all_settings(self) -> None: ...
+
+    def request_capabilities(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReceiverContext:
+    """What every connection of one receiver process shares."""
+
+    publisher: Publisher
+    devices: Devices
+    timeseries: TimeSeries
+    firmwares: Firmwares
+    connections: Connections
+    timing: TimingConfig
+    enrollment: str
+    address: str
+    """This process's bus address (``receivers/<its channel>``): the ``_from`` of its messages."""
+    host: str
+
+
+class DeviceSession:
+    def __init__(self, context: ReceiverContext, link: DeviceLink, source: str) -> None:
+        self.context = context
+        self.link = link
+        self.source = source
+        """The peer's address, ``ip:port``, as events and records name it."""
+        self.connection_id = context.connections.next_id()
+        self.connected_at = datetime.now(UTC)
+        self.device: Device | None = None
+        self.router: ChannelRouter | None = None
+        self.last_received = self.last_sent = time.monotonic()
+        self._settings_sent: dict[tuple[str, str], float] = {}
+        self._commands_sent: set[str] = set()
+
+    @property
+    def device_id(self) -> str | None:
+        return self.device.id if self.device else None
+
+    @property
+    def sender(self) -> str:
+        return f"{self.context.address};connection_id={self.connection_id}"
+
+    # -- the connection's life ---------------------------------------------------------
+
+    def opened(self) -> None:
+        self.context.connections.opened(self)
+        self._event(topics.DEVICE_CONNECTED)
+
+    def closed(self) -> None:
+        self.context.connections.closed(self)
+        duration = int((datetime.now(UTC) - self.connected_at).total_seconds())
+        self._event(topics.DEVICE_DISCONNECTED, connection_duration=duration)
+        if self.device is not None:
+            self._server_record("device_disconnected", connection_duration=duration)
+
+    async def identify(self, ident: str) -> bool:
+        """Find (or, when enrollment is open, create) the device; False if refused."""
+        devices = self.context.devices
+        try:
+            device = await devices.by_ident(ident)
+            if device is None and self.context.enrollment == "open":
+                device = await devices.get_or_create(ident)
+        except InvalidPathError:
+            log.info("connection %d: refused unusable ident %r", self.connection_id, ident)
+            return False
+        if device is None:
+            log.info("connection %d: unknown device %r refused", self.connection_id, ident)
+            return False
+        self.device = device
+        self.router = await device.router()
+        self.context.connections.identified(self)
+        self._event(topics.DEVICE_IDENTIFIED)
+        self._server_record("device_identified")
+        self._server_record("device_connected", at=self.connected_at)
+        return True
+
+    async def greet(self) -> None:
+        """What a freshly identified device is sent: pending work, then questions."""
+        device = self._identified()
+        await self.send_settings()
+        await self.send_commands()
+        if "cap" not in await device.status():
+            self.link.request_capabilities()
+        if not await device.settings():
+            self.link.request_all_settings()
+
+    # -- settings and commands ---------------------------------------------------------
+
+    async def send_settings(self) -> None:
+        """Push the pending settings, except those pushed here within the resend interval."""
+        pending = await self._identified().settings_to_send()
+        now = time.monotonic()
+        interval = self.context.timing.setting_resend_interval
+        due = [
+            (name, value)
+            for name, value in sorted(pending.items())
+            if now - self._settings_sent.get((name, value), -interval) >= interval
+        ]
+        for setting in due:
+            self._settings_sent[setting] = now
+        if due:
+            self.link.send_settings(due)
+
+    async def send_all_settings(self) -> None:
+        settings = await self._identified().settings()
+        self.link.send_settings(sorted(settings.items()))
+
+    async def send_commands(self) -> None:
+        """Push the pending commands this connection has not been sent yet."""
+        pending = await self._identified().commands()
+        new = [
+            (cid, text) for cid, text in sorted(pending.items()) if cid not in self._commands_sent
+        ]
+        self._commands_sent.update(cid for cid, _ in new)
+        if new:
+            self.link.send_commands(new)
+
+    async def ack_settings(self, settings: Sequence[tuple[str, str]]) -> None:
+        device = self._identified()
+        for name, value in settings:
+            await device.ack_setting(name, value)
+
+    async def forget_settings(self, names: Sequence[str]) -> None:
+        device = self._identified()
+        for name in names:
+            await device.delete_setting(name)
+
+    async def ack_command(self, command_id: str, response: str | None) -> None:
+        await self._identified().ack_command(command_id, response)
+
+    async def set_status(self, values: dict[str, str]) -> None:
+        await self._identified().set_status(values)
+
+    # -- what the device sends ---------------------------------------------------------
+
+    def store(self, record_type: str, data: Any, at: datetime | None = None) -> None:
+        """A record of this device, to the storage worker; its time UUID decided now."""
+        device = self._identified()
+        moment = at or datetime.now(UTC)
+        self._publish(
+            topics.STORAGE,
+            topics.STORE_TS,
+            key=device.series_id,
+            type=record_type,
+            date_uuid=str(new_timeuuid(moment)),
+            data=data,
+        )
+
+    def forward(self, default_topic: str, call: str, channel: str, **fields: Any) -> None:
+        """Channel data to the topic the device's routes choose, else ``default_topic``."""
+        device = self._identified()
+        router = self.router
+        topic = (router.topic_for(channel) if router else None) or default_topic
+        self._publish(
+            topic,
+            call,
+            device_id=device.id,
+            connection_id=str(self.connection_id),
+            channel=channel,
+            date_uuid=str(new_timeuuid(datetime.now(UTC))),
+            **fields,
+        )
+
+    # -- control from the bus ----------------------------------------------------------
+
+    def disconnect(self) -> None:
+        self.link.close()
+
+    # -- timing ------------------------------------------------------------------------
+
+    def received(self) -> None:
+        self.last_received = time.monotonic()
+
+    def sent(self) -> None:
+        self.last_sent = time.monotonic()
+
+    def ping_due(self, now: float) -> bool:
+        """Silent for long, and we have not spoken lately either: time to ping."""
+        timing = self.context.timing
+        return (
+            now - self.last_received >= timing.ping_after_silence
+            and now - self.last_sent >= timing.ping_quiet_period
+        )
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _identified(self) -> Device:
+        if self.device is None:
+            raise RuntimeError("the device has not identified")  # adapters check first
+        return self.device
+
+    def _event(self, call: str, **fields: Any) -> None:
+        if self.device is not None:
+            fields["device_id"] = self.device.id
+        self._publish(
+            topics.EVENTS,
+            call,
+            source=self.source,
+            connection_id=str(self.connection_id),
+            host=self.context.host,
+            **fields,
+        )
+
+    def _server_record(self, kind: str, at: datetime | None = None, **fields: Any) -> None:
+        data = {"type": kind, "source": self.source, "connection_id": str(self.connection_id)}
+        self.store(SERVER_RECORD_TYPE, {**data, **fields}, at=at)
+
+    def _publish(self, topic: str, call: str, **fields: Any) -> None:
+        self.context.publisher.publish(Envelope.make(topic, call, self.sender, **fields))

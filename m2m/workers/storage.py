@@ -1,0 +1,89 @@
+"""The storage worker: ``store_ts`` messages become time-series records.
+
+A record's UUID comes from the message (``date_uuid``, decided where the record was born),
+so a redelivered message overwrites its own record and nothing is duplicated. Messages
+from producers that send ``date_nano`` instead get a UUID derived from the message itself,
+deterministic for the same reason. Records of listed sensors (``lsen:<name>``) of a device
+also note the sensor on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from m2m.bus import topics
+from m2m.bus.envelope import Envelope, InvalidMessage
+from m2m.cassandra import Database
+from m2m.registry.device import Device
+from m2m.timeseries import TimeSeries, TimeSeriesError
+from m2m.timeseries.timeuuids import seeded_timeuuid, time_of
+
+LISTED_SENSOR_PREFIX = "lsen:"
+DEVICE_SERIES_PREFIX = "dev-"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    key: str
+    type: str
+    uuid: uuid.UUID
+    data: Any
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> StoreRequest:
+        if envelope.call != topics.STORE_TS:
+            raise InvalidMessage(f"the storage topic takes store_ts, not {envelope.call!r}")
+        fields = envelope.fields
+        key, record_type = fields.get("key"), fields.get("type")
+        if (
+            not isinstance(key, str)
+            or not key
+            or not isinstance(record_type, str)
+            or not record_type
+        ):
+            raise InvalidMessage("store_ts needs a key and a type (non-empty strings)")
+        if "data" not in fields:
+            raise InvalidMessage("store_ts needs data")
+        return cls(key, record_type, _record_uuid(fields), fields["data"])
+
+
+def _record_uuid(fields: Any) -> uuid.UUID:
+    try:
+        if "date_uuid" in fields:
+            record_uuid = uuid.UUID(str(fields["date_uuid"]))
+            time_of(record_uuid)  # only a time UUID orders a series
+            return record_uuid
+        nanos = fields.get("date_nano")
+        if isinstance(nanos, int) and not isinstance(nanos, bool):
+            moment = datetime.fromtimestamp(nanos // 1000 / 1_000_000, UTC)
+            seed = json.dumps(fields, sort_keys=True, default=str).encode()
+            return seeded_timeuuid(moment, seed)
+    except (ValueError, OverflowError, OSError, TimeSeriesError) as exc:
+        raise InvalidMessage(f"store_ts has an unusable time: {exc}") from None
+    raise InvalidMessage("store_ts needs date_uuid (a time UUID) or date_nano (integer)")
+
+
+class StorageWorker:
+    def __init__(self, database: Database, timeseries: TimeSeries) -> None:
+        self._database = database
+        self._timeseries = timeseries
+
+    async def handle(self, envelope: Envelope) -> None:
+        request = StoreRequest.of(envelope)
+        try:
+            record = await self._timeseries.save(
+                request.key, request.type, request.data, uuid=request.uuid
+            )
+        except TimeSeriesError as exc:  # refused as it is: retrying cannot help
+            raise InvalidMessage(str(exc)) from exc
+        if request.type.startswith(LISTED_SENSOR_PREFIX) and request.key.startswith(
+            DEVICE_SERIES_PREFIX
+        ):
+            device = Device(self._database, request.key.removeprefix(DEVICE_SERIES_PREFIX))
+            await device.note_listed_sensor(
+                request.type.removeprefix(LISTED_SENSOR_PREFIX), record.time
+            )
