@@ -7,11 +7,15 @@ import click
 from m2m.cli.app import App, M2MGroup
 from m2m.cli.blob import blob
 from m2m.cli.dev import dev
+from m2m.cli.device import device
+from m2m.cli.domain import domain
+from m2m.cli.firmware import firmware
 from m2m.cli.registry import registry
 from m2m.cli.schema import schema
 from m2m.cli.serve import serve
 from m2m.cli.stack import stack
 from m2m.cli.ts import ts
+from m2m.cli.user import user
 
 
 @click.group(cls=M2MGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,5 +33,5 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = App(config_path)
 
 
-for command in (dev, serve, stack, schema, ts, registry, blob):
+for command in (dev, serve, stack, schema, ts, registry, blob, device, domain, user, firmware):
     main.add_command(command)

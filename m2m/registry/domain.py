@@ -40,6 +40,12 @@ class Domains(NamedEntities[Domain]):
         await domain.users_node.create()
         return domain
 
+    async def find(self, name_or_id: str) -> Domain:
+        """As for any entity, except that ``default`` always exists: made when first asked."""
+        if name_or_id == DEFAULT_DOMAIN:
+            return await self.get_or_create(DEFAULT_DOMAIN)
+        return await super().find(name_or_id)
+
     async def names(self, domain_ids: Iterable[str]) -> dict[str, str]:
         """Domain id → name for these ids; the ids of domains that are gone are left out."""
         found = {domain_id: await self.by_id(domain_id) for domain_id in set(domain_ids)}

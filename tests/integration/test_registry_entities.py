@@ -106,6 +106,8 @@ async def test_commands_until_acknowledged_with_their_response(device: Device) -
     assert await device.commands() == {}
     with pytest.raises(UnknownCommandError):
         await device.delete_command(second)
+    await device.delete_command(first)  # answered: its response is forgotten
+    assert await device.command_responses() == {}
 
 
 async def test_status_values(device: Device) -> None:
@@ -209,3 +211,27 @@ async def test_users_create_rename_move_and_delete(database: Database) -> None:
     await users.delete(ann)
     assert await users.by_name(f"{name}-b") is None
     assert await other.user_ids() == []
+
+
+async def test_a_device_deleted_then_created_again_starts_clean(database: Database) -> None:
+    devices = Devices(database)
+    ident = _ident()
+    deleted = await devices.create(ident)
+    await deleted.define_setting("period", "60")
+    await deleted.add_command("reboot")
+    await add_route(deleted, Route(1, "x", "topic-x"))
+    await devices.delete(deleted)
+    again = await devices.create(ident)
+    assert again.id == deleted.id and await again.ident() == ident
+    assert await again.settings() == {} and await again.settings_to_send() == {}
+    assert await again.commands() == {} and await again.routes() == []
+    assert await again.domain_id() == (await Domains(database).find("default")).id
+
+
+async def test_the_default_domain_is_found_even_before_it_is_made(database: Database) -> None:
+    domains = Domains(database)
+    default = await domains.find("default")  # made now, or found if a device made it
+    assert await domains.by_name("default") == default
+    assert await domains.names([default.id, str(uuid.uuid4())]) == {default.id: "default"}
+    with pytest.raises(EntityNotFoundError):
+        await domains.find(f"nowhere-{uuid.uuid4().hex[:6]}")

@@ -1,0 +1,451 @@
+"""``m2m device``: run the fleet from the command line.
+
+A device is named by its ident or its id. What a connected device must act on (settings,
+commands, a disconnection) is written to the registry first, then pushed to the receivers
+at once (``push``), so it reaches the device within a second or two through whichever
+receiver process holds it. Output is a table for people, JSON lines with ``--json``
+(``output``); errors are one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+import click
+
+from m2m.bus import topics
+from m2m.cassandra import Database, run_with_database
+from m2m.cli.app import App, OneLineErrors, pass_app
+from m2m.cli.output import Row, json_option, print_object, print_rows, unix_time_text, utc_text
+from m2m.cli.push import PushNotSentError, tell_receivers
+from m2m.errors import M2MError
+from m2m.receivers.session import SERVER_RECORD_TYPE
+from m2m.registry.device import (
+    DefaultDevice,
+    Device,
+    Devices,
+    RouteOwner,
+    add_route,
+    remove_route,
+)
+from m2m.registry.domain import DEFAULT_DOMAIN, Domains
+from m2m.registry.routes import Route
+from m2m.timeseries import TimeSeries
+
+T = TypeVar("T")
+
+DEFAULT_RULES = "default"
+"""Names ``/device/default/`` in the route commands: rules for every device."""
+RECENT_RECORDS = 500
+"""How many of the newest records ``show`` reads to find the last one of each type.
+
+The time series index is keyed by (id, type): the types of a series cannot be listed
+without reading records, so the types seen among the newest ones are those shown.
+"""
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+UNKNOWN = "unknown"
+_CONNECTION_BY_SERVER_RECORD = {
+    topics.DEVICE_CONNECTED: CONNECTED,
+    topics.DEVICE_IDENTIFIED: CONNECTED,
+    topics.DEVICE_DISCONNECTED: DISCONNECTED,
+}
+_UNSAFE_SETTING_NAME = re.compile(r"[\s=]")
+"""M2MP sends ``name=value`` and ALIP ``S S name value``: either would split such a name."""
+
+
+class InvalidSettingError(M2MError):
+    """A setting the protocols could not carry to the device."""
+
+
+class UnknownSettingError(M2MError):
+    """The device has no setting by that name."""
+
+
+# -- running a command on a device ------------------------------------------------------
+
+
+def _run_on_device(app: App, name: str, work: Callable[[Device], Awaitable[T]]) -> T:
+    """Find the device named by ident or id, then run ``work`` on it."""
+
+    async def on_device(database: Database) -> T:
+        return await work(await Devices(database).find(name))
+
+    return run_with_database(app.config.cassandra, on_device)
+
+
+def _run_and_push(
+    app: App, name: str, call: str, change: Callable[[Device], Awaitable[Any]]
+) -> None:
+    """Apply ``change`` to the device in the registry, then tell the receivers ``call``."""
+
+    async def change_then_push(device: Device) -> None:
+        await change(device)
+        try:
+            await tell_receivers(app.config.nsq, device.id, call)
+        except PushNotSentError as exc:
+            raise PushNotSentError(
+                f"saved, but not pushed to the device at once ({exc}); "
+                "it gets the change when it next connects"
+            ) from exc
+
+    _run_on_device(app, name, change_then_push)
+
+
+# -- what the commands show -------------------------------------------------------------
+
+
+async def _device_rows(database: Database, devices: list[Device]) -> list[Row]:
+    """``{"id", "ident", "domain"}`` per device (the domain's name), ordered by ident."""
+    idents = await asyncio.gather(*(device.ident() for device in devices))
+    domain_ids = await asyncio.gather(*(device.domain_id() for device in devices))
+    names = await Domains(database).names(filter(None, domain_ids))
+    rows = [
+        {
+            "id": device.id,
+            "ident": ident,
+            "domain": names.get(domain_id, domain_id) if domain_id else None,
+        }
+        for device, ident, domain_id in zip(devices, idents, domain_ids, strict=True)
+    ]
+    return sorted(rows, key=lambda row: row["ident"])
+
+
+async def _connection(series: TimeSeries, device: Device) -> Row:
+    """Connected or not, as the device's latest ``_server`` record tells (if it does)."""
+    last = await series.last(device.series_id, SERVER_RECORD_TYPE)
+    data = last.data if last is not None and isinstance(last.data, dict) else {}
+    state = _CONNECTION_BY_SERVER_RECORD.get(str(data.get("type")), UNKNOWN)
+    if last is None or state == UNKNOWN:
+        return {"connection": UNKNOWN, "since": None, "source": None}
+    return {"connection": state, "since": utc_text(last.time), "source": data.get("source")}
+
+
+async def _status(device: Device) -> Row:
+    """Who the device is, whether it is connected, and the status values it reported."""
+    (row,) = await _device_rows(device.database, [device])
+    connection = await _connection(TimeSeries(device.database), device)
+    return {**row, **connection, "status": dict(sorted((await device.status()).items()))}
+
+
+async def _setting_rows(device: Device) -> list[Row]:
+    """``{"name", "value", "pending", "acked_at"}``; a pending setting shows the value sent."""
+    settings = await device.settings()
+    to_send = await device.settings_to_send()
+    acked = await device.settings_ack_times()
+    return [
+        {
+            "name": name,
+            "value": to_send.get(name, settings.get(name)),
+            "pending": name in to_send,
+            "acked_at": unix_time_text(acked[name]) if name in acked else None,
+        }
+        for name in sorted(settings.keys() | to_send.keys())
+    ]
+
+
+async def _command_rows(device: Device) -> list[Row]:
+    """``{"id", "text", "pending", "response"}``: pending commands, then answered ones.
+
+    An answered command's text is gone from the registry (acknowledging deletes it), so
+    only its response remains to show.
+    """
+    pending = await device.commands()
+    responses = await device.command_responses()
+    return [
+        {"id": command_id, "text": text, "pending": True, "response": None}
+        for command_id, text in sorted(pending.items())
+    ] + [
+        {"id": command_id, "text": None, "pending": False, "response": response}
+        for command_id, response in sorted(responses.items())
+        if command_id not in pending
+    ]
+
+
+async def _last_records(device: Device) -> list[Row]:
+    """The newest record of each type seen among the RECENT_RECORDS newest."""
+    newest: dict[str, Row] = {}
+    records = TimeSeries(device.database).records(device.series_id, limit=RECENT_RECORDS)
+    async with aclosing(records):
+        async for record in records:
+            if record.type not in newest:
+                newest[record.type] = {
+                    "type": record.type,
+                    "time": utc_text(record.time),
+                    "data": record.data,
+                }
+    return [newest[record_type] for record_type in sorted(newest)]
+
+
+def _route_rows(routes: list[Route]) -> list[Row]:
+    return [{"priority": r.priority, "regex": r.regex, "topic": r.topic} for r in routes]
+
+
+async def _route_owner(database: Database, name: str) -> RouteOwner:
+    return DefaultDevice(database) if name == DEFAULT_RULES else await Devices(database).find(name)
+
+
+def _check_setting(name: str, value: str) -> None:
+    """Refuse a setting that M2MP or ALIP could not carry to the device intact."""
+    if not name or _UNSAFE_SETTING_NAME.search(name):
+        raise InvalidSettingError(
+            f"invalid setting name {name!r}: it must be non-empty, without spaces or '='"
+        )
+    if "\n" in value or "\r" in value:
+        raise InvalidSettingError(f"invalid value for setting {name!r}: it spans lines")
+
+
+# -- the commands -----------------------------------------------------------------------
+
+
+@click.group(cls=OneLineErrors)
+def device() -> None:
+    """Devices: settings, commands, status, routes (DEV is an ident or an id)."""
+
+
+@device.command("ls")
+@click.option("--domain", "domain_name", metavar="NAME", help="Only the devices of this domain.")
+@json_option
+@pass_app
+def list_devices(app: App, domain_name: str | None, as_json: bool) -> None:
+    """List devices: id, ident and domain."""
+
+    async def work(database: Database) -> list[Row]:
+        if domain_name is None:
+            members = await Devices(database).all()
+        else:
+            domain = await Domains(database).find(domain_name)
+            members = [Device(database, device_id) for device_id in await domain.device_ids()]
+        return await _device_rows(database, members)
+
+    print_rows(run_with_database(app.config.cassandra, work), as_json)
+
+
+@device.command("show")
+@click.argument("dev")
+@json_option
+@pass_app
+def show(app: App, dev: str, as_json: bool) -> None:
+    """Everything about a device.
+
+    Its identity, connection, status, settings, pending commands and the last record of
+    each type.
+    """
+
+    async def work(device: Device) -> Row:
+        return {
+            **await _status(device),
+            "settings": await _setting_rows(device),
+            "commands": [
+                {"id": command_id, "text": text}
+                for command_id, text in sorted((await device.commands()).items())
+            ],
+            "last_records": await _last_records(device),
+        }
+
+    print_object(_run_on_device(app, dev, work), as_json)
+
+
+@device.command("status")
+@click.argument("dev")
+@json_option
+@pass_app
+def status(app: App, dev: str, as_json: bool) -> None:
+    """Whether the device is connected (from its latest events) and the status it reported."""
+    print_object(_run_on_device(app, dev, _status), as_json)
+
+
+@device.command("disconnect")
+@click.argument("dev")
+@pass_app
+def disconnect(app: App, dev: str) -> None:
+    """Close the device's connection, whichever receiver holds it."""
+    _run_on_device(
+        app, dev, lambda device: tell_receivers(app.config.nsq, device.id, topics.DISCONNECT)
+    )
+
+
+@device.command("create")
+@click.argument("ident")
+@click.option(
+    "--domain",
+    "domain_name",
+    metavar="NAME",
+    default=DEFAULT_DOMAIN,
+    help=f"Its domain (default: {DEFAULT_DOMAIN}).",
+)
+@pass_app
+def create(app: App, ident: str, domain_name: str) -> None:
+    """Register a device before it first connects; print its id."""
+
+    async def work(database: Database) -> str:
+        domain = await Domains(database).find(domain_name)
+        return (await Devices(database).create(ident, domain)).id
+
+    click.echo(run_with_database(app.config.cassandra, work))
+
+
+@device.command("rm")
+@click.argument("dev")
+@pass_app
+def remove(app: App, dev: str) -> None:
+    """Delete a device (soft: recoverable from the registry until a cleanup)."""
+
+    async def work(device: Device) -> None:
+        await Devices(device.database).delete(device)
+
+    _run_on_device(app, dev, work)
+
+
+@device.command("move")
+@click.argument("dev")
+@click.argument("domain_name", metavar="DOMAIN")
+@pass_app
+def move(app: App, dev: str, domain_name: str) -> None:
+    """Make the device a member of DOMAIN (a name or an id)."""
+
+    async def work(device: Device) -> None:
+        domain = await Domains(device.database).find(domain_name)
+        await Devices(device.database).move(device, domain)
+
+    _run_on_device(app, dev, work)
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+@device.group()
+def setting() -> None:
+    """Settings the device applies: pending until it acknowledges them."""
+
+
+@setting.command("set")
+@click.argument("dev")
+@click.argument("name")
+@click.argument("value")
+@pass_app
+def set_setting(app: App, dev: str, name: str, value: str) -> None:
+    """Set NAME to VALUE and push it to the device if it is connected."""
+    _check_setting(name, value)
+    _run_and_push(app, dev, topics.SEND_SETTINGS, lambda device: device.define_setting(name, value))
+
+
+@setting.command("rm")
+@click.argument("dev")
+@click.argument("name")
+@pass_app
+def remove_setting(app: App, dev: str, name: str) -> None:
+    """Delete setting NAME."""
+
+    async def work(device: Device) -> None:
+        if name not in (await device.settings()).keys() | (await device.settings_to_send()):
+            raise UnknownSettingError(f"device {dev!r} has no setting {name!r}")
+        await device.delete_setting(name)
+
+    _run_and_push(app, dev, topics.SEND_SETTINGS, work)
+
+
+@setting.command("ls")
+@click.argument("dev")
+@json_option
+@pass_app
+def list_settings(app: App, dev: str, as_json: bool) -> None:
+    """List settings: name, value, pending (not yet acknowledged), acked_at (UTC)."""
+    print_rows(_run_on_device(app, dev, _setting_rows), as_json)
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+@device.group()
+def command() -> None:
+    """Commands the device executes once, and the responses it gave."""
+
+
+@command.command("add")
+@click.argument("dev")
+@click.argument("text")
+@pass_app
+def add_command(app: App, dev: str, text: str) -> None:
+    """Queue command TEXT, print its id and push it to the device if it is connected."""
+
+    async def work(device: Device) -> None:
+        click.echo(await device.add_command(text))
+
+    _run_and_push(app, dev, topics.SEND_COMMANDS, work)
+
+
+@command.command("ls")
+@click.argument("dev")
+@json_option
+@pass_app
+def list_commands(app: App, dev: str, as_json: bool) -> None:
+    """List commands: id, text, pending, response (answered commands keep only it)."""
+    print_rows(_run_on_device(app, dev, _command_rows), as_json)
+
+
+@command.command("rm")
+@click.argument("dev")
+@click.argument("command_id", metavar="ID")
+@pass_app
+def remove_command(app: App, dev: str, command_id: str) -> None:
+    """Cancel a pending command, or forget an answered one's response."""
+    _run_on_device(app, dev, lambda device: device.delete_command(command_id))
+
+
+# -- routes -----------------------------------------------------------------------------
+
+
+@device.group()
+def route() -> None:
+    """Channel translation: which NSQ topic a device's channel goes to.
+
+    DEV may be "default": rules for every device, tried after the device's own.
+    """
+
+
+@route.command("add")
+@click.argument("dev")
+@click.argument("priority", type=int)
+@click.argument("regex")
+@click.argument("topic")
+@pass_app
+def add_device_route(app: App, dev: str, priority: int, regex: str, topic: str) -> None:
+    """Send channels matching REGEX to TOPIC (lower PRIORITY, 0-9999, is tried first)."""
+    checked = Route.checked(priority, regex, topic)
+
+    async def work(database: Database) -> None:
+        await add_route(await _route_owner(database, dev), checked)
+
+    run_with_database(app.config.cassandra, work)
+
+
+@route.command("ls")
+@click.argument("dev")
+@json_option
+@pass_app
+def list_routes(app: App, dev: str, as_json: bool) -> None:
+    """List the rules of DEV (or "default") in the order they are tried."""
+
+    async def work(database: Database) -> list[Route]:
+        return await (await _route_owner(database, dev)).routes()
+
+    print_rows(_route_rows(run_with_database(app.config.cassandra, work)), as_json)
+
+
+@route.command("rm")
+@click.argument("dev")
+@click.argument("priority", type=int)
+@click.argument("regex")
+@pass_app
+def remove_device_route(app: App, dev: str, priority: int, regex: str) -> None:
+    """Delete the rule with this PRIORITY and REGEX."""
+
+    async def work(database: Database) -> None:
+        await remove_route(await _route_owner(database, dev), priority, regex)
+
+    run_with_database(app.config.cassandra, work)
