@@ -47,6 +47,9 @@ class NsqConfig(_Section):
     lookupd_http_addresses: list[str] = ["127.0.0.1:4161"]
     lookupd_poll_interval: int = Field(15, ge=1)
     """Seconds between asking the lookup daemons which nsqd hold a consumer's topic."""
+    topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,40}$")
+    """Put before every NSQ topic name, so platforms (staging, tests) can share one NSQ
+    cluster without consuming each other's messages. Empty: the original topic names."""
 
 
 class ListenConfig(_Section):

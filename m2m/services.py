@@ -76,7 +76,7 @@ class Services:
     async def start(self) -> None:
         config = self.config
         self._database = await asyncio.to_thread(Database.connect, config.cassandra)
-        self._publisher = Publisher(list(config.nsq.nsqd_tcp_addresses))
+        self._publisher = Publisher(config.nsq)
         self._publisher.start()
         timeseries = TimeSeries(self._database)
         if "storage" in self.names:

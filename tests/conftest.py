@@ -52,7 +52,9 @@ def config_file(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """A config file naming a fresh keyspace with the schema applied."""
     keyspace = f"m2m_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     path = tmp_path_factory.mktemp("config") / "m2m.yaml"
-    path.write_text(yaml.safe_dump({"cassandra": {"keyspace": keyspace}}))
+    # Its own NSQ topics too: another test run, or `m2m dev`, must not take its messages.
+    settings = {"cassandra": {"keyspace": keyspace}, "nsq": {"topic_prefix": f"{keyspace}."}}
+    path.write_text(yaml.safe_dump(settings))
     run_m2m("schema", "apply", config=path)
     yield path
     config = load_config(path)
@@ -131,7 +133,7 @@ def start_platform(
         "timing": FAST_TIMING,
         **receivers,
     }
-    settings["nsq"] = {"lookupd_poll_interval": 1}
+    settings["nsq"] = {**settings.get("nsq", {}), "lookupd_poll_interval": 1}
     config_file = directory / f"serve-{m2mp_port}.yaml"
     config_file.write_text(yaml.safe_dump(settings))
     log = directory / f"serve-{m2mp_port}.log"

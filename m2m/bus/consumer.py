@@ -56,7 +56,7 @@ class Consumer:
     def start(self) -> None:
         """Subscribe; call with the asyncio loop running (pynsq binds to it)."""
         self._reader = nsq.Reader(
-            topic=self.topic,
+            topic=self._config.topic_prefix + self.topic,
             channel=self.channel,
             message_handler=self._on_message,
             # The local nsqd directly (it also creates the channel at once), every other

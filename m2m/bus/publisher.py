@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import nsq
 
 from m2m.bus.envelope import Envelope
+from m2m.config import NsqConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class PublisherStats:
 class Publisher:
     def __init__(
         self,
-        nsqd_tcp_addresses: list[str],
+        config: NsqConfig,
         *,
         high_water: int = 10_000,
         capacity: int = 100_000,
@@ -63,7 +64,8 @@ class Publisher:
     ) -> None:
         if not 0 < high_water <= capacity:
             raise ValueError("need 0 < high_water <= capacity")
-        self._addresses = nsqd_tcp_addresses
+        self._addresses = list(config.nsqd_tcp_addresses)
+        self._topic_prefix = config.topic_prefix
         self._high_water = high_water
         self._low_water = high_water // 2
         self._capacity = capacity
@@ -172,10 +174,11 @@ class Publisher:
                 settled = True
                 self._on_sent(topic, batch, conn, response)
 
+        nsq_topic = self._topic_prefix + topic
         if len(batch) == 1:
-            self._writer.pub(topic, batch[0].body, callback=done)
+            self._writer.pub(nsq_topic, batch[0].body, callback=done)
         else:
-            self._writer.mpub(topic, [queued.body for queued in batch], callback=done)
+            self._writer.mpub(nsq_topic, [queued.body for queued in batch], callback=done)
 
     def _on_sent(self, topic: str, batch: list[_Queued], _conn: object, response: object) -> None:
         if isinstance(response, nsq.Error):

@@ -43,7 +43,7 @@ async def tell_receivers(config: NsqConfig, device_id: str, call: str) -> None:
     addresses = list(config.nsqd_tcp_addresses)
     envelope = Envelope.make(f"{topics.RECEIVERS};device_id={device_id}", call, cli_address())
     _mute_bus_libraries()
-    publisher = Publisher(addresses, retry_delay=RETRY_DELAY)
+    publisher = Publisher(config, retry_delay=RETRY_DELAY)
     publisher.start()
     try:
         await asyncio.wait_for(publisher.deliver(envelope), PUSH_TIMEOUT)

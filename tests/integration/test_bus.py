@@ -31,7 +31,7 @@ async def _eventually(condition: Callable[[], bool], timeout: float = 30.0) -> N
 
 @pytest.fixture
 async def publisher(stack: None) -> AsyncIterator[Publisher]:
-    publisher = Publisher(NSQ.nsqd_tcp_addresses, retry_delay=0.2, reconnect_interval=0.5)
+    publisher = Publisher(NSQ, retry_delay=0.2, reconnect_interval=0.5)
     publisher.start()
     yield publisher
     publisher.close()
@@ -135,7 +135,8 @@ async def test_nothing_accepted_is_lost_while_nsqd_restarts(publisher: Publisher
 
 async def test_back_pressure_then_drops_are_counted(stack: None) -> None:
     pressure: list[bool] = []
-    publisher = Publisher(["127.0.0.1:1"], high_water=4, capacity=6, retry_delay=10)
+    nowhere = NsqConfig(nsqd_tcp_addresses=["127.0.0.1:1"])
+    publisher = Publisher(nowhere, high_water=4, capacity=6, retry_delay=10)
     publisher.add_pressure_listener(pressure.append)
     publisher.start()
     try:
