@@ -33,15 +33,13 @@ from m2m.config import CassandraConfig, load_config
 from m2m.schema import apply_schema
 from m2m.timeseries import TimeSeries
 from m2m.timeseries.buckets import month_bucket
+from m2m.timeseries.store import INSERT_ROW
 from m2m.timeseries.timeuuids import new_timeuuid
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 YEAR = timedelta(days=365)
 DEVICES = 100
 DATA = {"lat": 48.8566, "lon": 2.3522, "speed": 12.5, "sats": 9}
-INSERT_ROW = (
-    "INSERT INTO timeseries (id, date, time, type, data) VALUES (?, ?, ?, ?, ?) USING TTL ?"
-)
 
 
 class Timer:

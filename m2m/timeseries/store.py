@@ -36,9 +36,10 @@ ALL_TYPES = ""
 TYPE_SEPARATOR = "!"
 """Joins id and type into the key of a single type's partitions."""
 
-_INSERT_ROW = (
+INSERT_ROW = (
     "INSERT INTO timeseries (id, date, time, type, data) VALUES (?, ?, ?, ?, ?) USING TTL ?"
 )
+"""Writes one of a record's two rows (public for ``bench/timeseries.py``, its yardstick)."""
 _INSERT_INDEX_ROW = "INSERT INTO timeseries_index (id, type, date) VALUES (?, ?, ?) USING TTL ?"
 _SELECT_BUCKETS = {
     False: "SELECT date FROM timeseries_index WHERE id = ? AND type = ?",
@@ -91,8 +92,8 @@ class TimeSeries:
         bucket = month_bucket(record.time)
         typed_key = _typed_key(series_id, record_type)
         requests: list[tuple[str, Sequence[Any]]] = [
-            (_INSERT_ROW, (series_id, bucket, record.uuid, record_type, text, ttl_seconds)),
-            (_INSERT_ROW, (typed_key, bucket, record.uuid, UNSET_VALUE, text, ttl_seconds)),
+            (INSERT_ROW, (series_id, bucket, record.uuid, record_type, text, ttl_seconds)),
+            (INSERT_ROW, (typed_key, bucket, record.uuid, UNSET_VALUE, text, ttl_seconds)),
         ]
         index_rows = [
             row
