@@ -26,5 +26,10 @@ lint: $(INSTALLED)
 test: lint
 	$(BIN)/pytest
 
+# Three Cassandra nodes on 127.0.0.1-3 take the single-node stack's addresses: stop it.
+test-cluster: $(INSTALLED)
+	$(BIN)/m2m stack down
+	$(BIN)/pytest -m cluster tests/cluster -s
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
