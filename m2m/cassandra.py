@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from asyncio import Future
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ from cassandra.cluster import (
     ResponseFuture,
     Session,
 )
+from cassandra.connection import ConnectionBusy
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import PreparedStatement
 
@@ -126,15 +128,22 @@ class Database:
         gathering ``execute`` calls: no task per request. The first failure is raised once
         every request sent has been answered.
         """
-        sent: list[asyncio.Future[ResponseFuture]] = []
+        sent: list[tuple[PreparedStatement, Sequence[Any] | None, Future[ResponseFuture]]] = []
         try:
             for cql, params in requests:
-                sent.append(await self._send(self.prepare(cql), params or None, None))
+                statement = self.prepare(cql)
+                sent.append((statement, params or None, await self._send(statement, params)))
         finally:
-            outcomes = await asyncio.gather(*sent, return_exceptions=True)
+            outcomes = await asyncio.gather(
+                *(answer for *_, answer in sent), return_exceptions=True
+            )
         for outcome in outcomes:
-            if isinstance(outcome, BaseException):
+            if isinstance(outcome, BaseException) and not _never_sent(outcome):
                 raise outcome
+        # Refused before leaving (rare: connections full): send those again, one by one.
+        for (statement, values, _), outcome in zip(sent, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                await self._answered(statement, values, None)
 
     async def pages(
         self, cql: str, params: Sequence[Any] = (), page_size: int = 1000
@@ -160,12 +169,30 @@ class Database:
             statement = statement.bind(params)
             statement.fetch_size = page_size
             params = ()
-        response = await (await self._send(statement, params or None, paging_state))
+        response = await self._answered(statement, params or None, paging_state)
         result = response.result()
         return list(result.current_rows), result.paging_state
 
-    async def _send(
+    async def _answered(
         self, statement: Any, params: Sequence[Any] | None, paging_state: bytes | None
+    ) -> ResponseFuture:
+        """Send and wait for the answer, sending again while the driver refuses to send.
+
+        When every connection's socket buffer is full (big blob blocks), the driver
+        refuses to queue more (``ConnectionBusy``, as NoHostAvailable): the request never
+        left, so sending it again once the buffers drain is safe.
+        """
+        for delay in _BUSY_RETRY_DELAYS:
+            try:
+                return await (await self._send(statement, params, paging_state))
+            except NoHostAvailable as exc:
+                if not _never_sent(exc):
+                    raise
+            await asyncio.sleep(delay)
+        return await (await self._send(statement, params, paging_state))
+
+    async def _send(
+        self, statement: Any, params: Sequence[Any] | None, paging_state: bytes | None = None
     ) -> asyncio.Future[ResponseFuture]:
         """Send once a slot is free; the future resolves, and the slot frees, on the answer."""
         await self._slots.acquire()
@@ -178,6 +205,18 @@ class Database:
         if self._bridge is None or self._bridge.loop is not loop:
             self._bridge = _ResponseBridge(loop, self._slots.release)
         return self._bridge.watch(response)
+
+
+_BUSY_RETRY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """The driver refused to send on every host because their connections were full."""
+    return (
+        isinstance(exc, NoHostAvailable)
+        and bool(exc.errors)
+        and all(isinstance(error, ConnectionBusy) for error in exc.errors.values())
+    )
 
 
 Result = TypeVar("Result")

@@ -23,12 +23,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
 
-from cassandra.cluster import NoHostAvailable
-from cassandra.connection import ConnectionBusy
-
-from m2m.cassandra import Database, Row
+from m2m.cassandra import Database
 from m2m.errors import M2MError
 from m2m.registry.paths import (
     InvalidPathError,
@@ -61,7 +57,6 @@ _WRITE_BLOCK = "INSERT INTO registrynodedata (path, block, data) VALUES (?, ?, ?
 _DELETE_BLOCKS_FROM = "DELETE FROM registrynodedata WHERE path = ? AND block >= ?"
 _DELETE_ALL_BLOCKS = "DELETE FROM registrynodedata WHERE path = ?"
 
-_BUSY_CONNECTION_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 """Seconds to wait before each new attempt at a block request the driver could not send."""
 _CHILDREN_PAGE_SIZE = 1000
 _BLOCKS_PER_COPY_PAGE = 4
@@ -387,13 +382,11 @@ class RegistryNode:
     # -- data blocks (raw; m2m.blobstore makes files of them) -----------------------------
 
     async def read_block(self, index: int) -> bytes | None:
-        rows = await _execute_once_connection_drains(
-            self.database, _SELECT_BLOCK, (self.path, index)
-        )
+        rows = await self.database.execute(_SELECT_BLOCK, (self.path, index))
         return rows[0].data if rows else None
 
     async def write_block(self, index: int, data: bytes) -> None:
-        await _execute_once_connection_drains(self.database, _WRITE_BLOCK, (self.path, index, data))
+        await self.database.execute(_WRITE_BLOCK, (self.path, index, data))
 
     async def delete_blocks(self, first: int = 0) -> None:
         """Remove the data blocks numbered ``first`` and above (all of them by default)."""
@@ -414,28 +407,6 @@ async def cleanup(database: Database) -> int:
         )
         removed += sum(counts)
     return removed
-
-
-async def _execute_once_connection_drains(
-    database: Database, cql: str, params: Sequence[Any]
-) -> list[Row]:
-    """Execute, sending again while the driver says its connections are too full to send.
-
-    Blocks are big. While a connection's socket buffer is full of them, the driver
-    refuses to queue another request on it (``ConnectionBusy``, raised before anything
-    is sent); with every host's connection full that surfaces as NoHostAvailable. The
-    request never left, so sending it again once the buffer drained is safe.
-    """
-    for delay in _BUSY_CONNECTION_DELAYS:
-        try:
-            return await database.execute(cql, params)
-        except NoHostAvailable as exc:
-            if not exc.errors or not all(
-                isinstance(error, ConnectionBusy) for error in exc.errors.values()
-            ):
-                raise
-        await asyncio.sleep(delay)
-    return await database.execute(cql, params)
 
 
 async def _not_created(nodes: Sequence[RegistryNode]) -> list[RegistryNode]:
