@@ -5,6 +5,9 @@ returns an awaitable (identification asks the registry) holds back every later s
 the same connection until it completes, so a device's data never overtakes its own
 identification. A failing step is reported, and the steps after it still run. Nothing is
 dropped when the connection ends: what the device sent was accepted, and is handled.
+
+Steps waiting are bounded: past ``limit`` of them the owner is told to stop reading from
+the device (``on_backlog(True)``) until they have all run (``on_backlog(False)``).
 """
 
 from __future__ import annotations
@@ -16,11 +19,22 @@ from collections.abc import Awaitable, Callable
 Step = Callable[[], Awaitable[None] | None]
 
 
+DEFAULT_LIMIT = 1000
+
+
 class InOrder:
-    def __init__(self, on_error: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self,
+        on_error: Callable[[BaseException], None],
+        on_backlog: Callable[[bool], None],
+        limit: int = DEFAULT_LIMIT,
+    ) -> None:
         self._on_error = on_error
+        self._on_backlog = on_backlog
+        self._limit = limit
         self._waiting: deque[Step] = deque()
         self._current: asyncio.Future[None] | None = None
+        self._over_limit = False
 
     @property
     def backlog(self) -> int:
@@ -31,6 +45,9 @@ class InOrder:
         self._waiting.append(step)
         if self._current is None:
             self._run_waiting()
+        elif not self._over_limit and len(self._waiting) >= self._limit:
+            self._over_limit = True
+            self._on_backlog(True)
 
     def _run_waiting(self) -> None:
         while self._waiting and self._current is None:
@@ -43,6 +60,9 @@ class InOrder:
             if pending is not None:
                 self._current = asyncio.ensure_future(pending)
                 self._current.add_done_callback(self._completed)
+        if self._over_limit and not self._waiting:
+            self._over_limit = False
+            self._on_backlog(False)
 
     def _completed(self, future: asyncio.Future[None]) -> None:
         self._current = None

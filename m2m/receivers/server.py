@@ -38,16 +38,26 @@ class DeviceProtocol(protocol.Protocol):
     """A device connection; the receivers' protocols implement ``tick``."""
 
     factory: DeviceServerFactory
+    backlogged = False
+    """Too many of its steps wait for earlier ones: not read until they ran."""
 
     def tick(self, now: float) -> None:
         """Called every sweep interval with ``time.monotonic()``: pings and timeouts."""
+
+    def on_backlog(self, full: bool) -> None:
+        """The connection's own back-pressure (see :class:`InOrder`)."""
+        self.backlogged = full
+        if full:
+            self.pause_reading()
+        elif not self.factory.paused:
+            self.resume_reading()
 
     def pause_reading(self) -> None:
         if self.transport is not None:
             self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def resume_reading(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self.backlogged:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
 
 

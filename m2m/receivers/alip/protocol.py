@@ -77,7 +77,7 @@ class ALIPProtocol(DeviceProtocol):
 
     def connectionMade(self) -> None:
         self._lines = LineSplitter()
-        self._steps = InOrder(self._step_failed)
+        self._steps = InOrder(self._step_failed, self.on_backlog)
         self._connected = time.monotonic()
         self._ping_counter = 0
         self._closing = False

@@ -64,7 +64,7 @@ class M2MPProtocol(DeviceProtocol):
         self._decoder = Decoder(Direction.DEVICE_TO_SERVER)
         self._incoming = IncomingChannels()
         self._outgoing = OutgoingChannels()
-        self._steps = InOrder(self._step_failed)
+        self._steps = InOrder(self._step_failed, self.on_backlog)
         self._ignored_frames = 0
         self._ping_counter = 0
         self._closing = False
