@@ -1,30 +1,20 @@
 """A device's side of ALIP over real TCP, for tests and benchmarks that play devices.
 
-The twin of :mod:`m2m.receivers.m2mp.client`, on asyncio streams: one reading task per
-connection and no thread, so one process can play thousands of devices.
-
-Every line the server sends lands in one inbox, in arrival order, except its pings
-(``A <n>``): those are answered ``B <n>`` as they arrive (unless told not to) and kept
-apart for `receive_server_ping`, so a ping that happens to arrive while a test waits for
-an answer never takes that answer's place. Each wait takes the oldest line it is
-interested in (any line, or one starting with a prefix) and leaves the others for later
-waits. A wait ends with `ConnectionError` as soon as the connection is over, rather than
-at its timeout.
+The twin of :mod:`m2m.receivers.m2mp.client` (connection and inbox handling are
+:class:`~m2m.receivers.device_client.DeviceClient`'s). Every line the server sends lands in
+one inbox, in arrival order, except its pings (``A <n>``): those are answered ``B <n>`` as
+they arrive (unless told not to) and kept apart for `receive_server_ping`, so a ping that
+happens to arrive while a test waits for an answer never takes that answer's place.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Final
 
-DEFAULT_TIMEOUT: Final = 5.0
-"""Seconds a wait lasts unless told otherwise: long for a local server, short for a test."""
+from m2m.receivers.device_client import DEFAULT_TIMEOUT, DeviceClient
 
-_READ_SIZE: Final = 65_536
 _SERVER_PING: Final = "A "
-_T = TypeVar("_T")
 
 
 class LineRefused(Exception):
@@ -35,12 +25,8 @@ class LineRefused(Exception):
         self.reason = reason
 
 
-class ALIPClient:
-    """One simulated device on one TCP connection.
-
-    Sending never waits (``send_*`` buffer into the transport; `drain` waits for the
-    buffer to empty). Lines are given and returned without their ``\\n``.
-    """
+class ALIPClient(DeviceClient):
+    """One simulated ALIP device. Lines are given and returned without their ``\\n``."""
 
     def __init__(
         self,
@@ -49,37 +35,10 @@ class ALIPClient:
         *,
         answer_server_pings: bool = True,
     ) -> None:
-        self.answer_server_pings = answer_server_pings
-        self._writer = writer
+        self._buffer = bytearray()
         self._lines: list[str] = []
         self._server_pings: list[str] = []
-        self._arrival = asyncio.Event()
-        self._over = asyncio.Event()
-        self._end_reason = ""
-        self._reading = asyncio.create_task(self._read_until_over(reader))
-
-    @classmethod
-    async def connect(cls, host: str, port: int, *, answer_server_pings: bool = True) -> Self:
-        reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer, answer_server_pings=answer_server_pings)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-        await self._reading
-
-    @property
-    def local_address(self) -> str:
-        """``ip:port`` of our end, as the server names its peer (``DB SOURCE``, events)."""
-        host, port, *_ = self._writer.get_extra_info("sockname")
-        return f"{host}:{port}"
+        super().__init__(reader, writer, answer_server_pings=answer_server_pings)
 
     # --- Sending ------------------------------------------------------------------------
 
@@ -88,10 +47,6 @@ class ALIPClient:
         if "\n" in text:
             raise ValueError(f"one line at a time, without its newline: {text!r}")
         self._writer.write(f"{text}\n".encode())
-
-    def send_raw(self, data: bytes) -> None:
-        """Send bytes as they are: for tests of what the server does with odd input."""
-        self._writer.write(data)
 
     async def identify(self, ident: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """Say who we are; True for ``ID 1``, False for ``ID 0``.
@@ -109,15 +64,6 @@ class ALIPClient:
         """Ask ``A <token>`` and wait for the server's ``B <token>``."""
         self.send_line(f"A {token}")
         await self.receive_line(timeout, prefix=f"B {token}", exact=True)
-
-    async def drain(self) -> None:
-        """Wait until what was sent has been handed to the operating system."""
-        await self._writer.drain()
-
-    def close(self) -> None:
-        """Close the connection; waits in progress end with `ConnectionError`."""
-        self._end_reason = self._end_reason or "the client closed the connection"
-        self._writer.close()
 
     # --- Receiving ----------------------------------------------------------------------
 
@@ -171,53 +117,15 @@ class ALIPClient:
         """The lines no wait has taken yet, oldest first (a copy)."""
         return list(self._lines)
 
-    async def closed(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
-        """True once the connection is over (the server closed it), False if still open."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._over.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    async def _take(
-        self, inbox: list[str], wanted: Callable[[str], bool], timeout: float, what: str
-    ) -> str:
-        def oldest_wanted() -> str | None:
-            for index, item in enumerate(inbox):
-                if wanted(item):
-                    return inbox.pop(index)
-            return None
-
-        return await self._until(oldest_wanted, timeout, what)
-
-    async def _until(self, found: Callable[[], _T | None], timeout: float, what: str) -> _T:
-        """Wait until `found` finds something in the inboxes, looking again at each arrival."""
-        async with asyncio.timeout(timeout):
-            while (result := found()) is None:
-                if self._over.is_set():
-                    raise ConnectionError(f"no {what} came: {self._end_reason}")
-                self._arrival.clear()
-                await self._arrival.wait()
-            return result
-
-    async def _read_until_over(self, reader: asyncio.StreamReader) -> None:
-        buffer = bytearray()
-        try:
-            while chunk := await reader.read(_READ_SIZE):
-                searched = len(buffer)  # no newline before: look only in the new bytes
-                buffer += chunk
-                start = 0
-                while (end := buffer.find(b"\n", max(start, searched))) >= 0:
-                    self._handle(buffer[start:end].decode("utf-8", "replace").removesuffix("\r"))
-                    start = end + 1
-                del buffer[:start]
-            self._end_reason = self._end_reason or "the server closed the connection"
-        except OSError as error:
-            self._end_reason = self._end_reason or f"the connection broke: {error}"
-        finally:
-            self._over.set()
-            self._arrival.set()  # waits see the end instead of sleeping to their timeout
+    def _received(self, chunk: bytes) -> None:
+        buffer = self._buffer
+        searched = len(buffer)  # no newline before: look only in the new bytes
+        buffer += chunk
+        start = 0
+        while (end := buffer.find(b"\n", max(start, searched))) >= 0:
+            self._handle(buffer[start:end].decode("utf-8", "replace").removesuffix("\r"))
+            start = end + 1
+        del buffer[:start]
 
     def _handle(self, line: str) -> None:
         if line.startswith(_SERVER_PING):
@@ -227,4 +135,4 @@ class ALIPClient:
             self._server_pings.append(counter)
         else:
             self._lines.append(line)
-        self._arrival.set()
+        self._arrived()

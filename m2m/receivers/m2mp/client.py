@@ -1,14 +1,10 @@
 """A device's side of M2MP over real TCP, for tests and benchmarks that play devices.
 
-It speaks through the same sans-IO codec as the server, on asyncio streams: one reading
-task per connection and no thread, so one process can play thousands of devices.
-
-What the server sends lands in one inbox, in arrival order: identification results,
-answers to our pings, server pings and data (channel ids already turned into names).
-Each wait (`identify`, `ping`, `receive`, `receive_array`, ...) takes the oldest event it
-is interested in and leaves the others for later waits, so a test can ask for the
-``_set`` array before the ``_sta`` one that arrived first without losing either. A wait
-ends with `ConnectionError` as soon as the connection is over, rather than at its timeout.
+It speaks through the same sans-IO codec as the server (connection and inbox handling
+are :class:`~m2m.receivers.device_client.DeviceClient`'s). What the server sends lands in
+one inbox: identification results, answers to our pings, server pings and data (channel
+ids already turned into names), so a test can ask for the ``_set`` array before the
+``_sta`` one that arrived first without losing either.
 """
 
 from __future__ import annotations
@@ -16,9 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Final, Self, TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar
 
+from m2m.receivers.device_client import DEFAULT_TIMEOUT, DeviceClient
 from m2m.receivers.m2mp.channels import IncomingChannels, OutgoingChannels
 from m2m.receivers.m2mp.codec import (
     ChannelDefinition,
@@ -36,11 +32,6 @@ from m2m.receivers.m2mp.codec import (
     ServerPingAnswer,
     encode,
 )
-
-DEFAULT_TIMEOUT: Final = 5.0
-"""Seconds a wait lasts unless told otherwise: long for a local server, short for a test."""
-
-_READ_SIZE: Final = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +59,8 @@ _Event: TypeAlias = Received | IdentificationResult | DevicePingAnswer | ServerP
 _E = TypeVar("_E", bound=_Event)
 
 
-class M2MPClient:
-    """One simulated device on one TCP connection.
-
-    Sending never waits (``send_*`` buffer into the transport; `drain` waits for the
-    buffer to empty). Server pings are answered as they arrive while
-    `answer_server_pings` is true; either way they also reach `receive_server_ping`.
-    """
+class M2MPClient(DeviceClient):
+    """One simulated M2MP device; server pings reach `receive_server_ping` either way."""
 
     def __init__(
         self,
@@ -83,39 +69,18 @@ class M2MPClient:
         *,
         answer_server_pings: bool = True,
     ) -> None:
-        self.answer_server_pings = answer_server_pings
-        self._writer = writer
+        self._decoder = Decoder(Direction.SERVER_TO_DEVICE)
         self._outgoing = OutgoingChannels()
         self._incoming = IncomingChannels()
         self._inbox: list[_Event] = []
-        self._arrival = asyncio.Event()
-        self._over = asyncio.Event()
-        self._end_reason = ""
-        self._reading = asyncio.create_task(self._read_until_over(reader))
-
-    @classmethod
-    async def connect(cls, host: str, port: int, *, answer_server_pings: bool = True) -> Self:
-        reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer, answer_server_pings=answer_server_pings)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-        await self._reading
+        super().__init__(reader, writer, answer_server_pings=answer_server_pings)
 
     # --- Sending ------------------------------------------------------------------------
 
     async def identify(self, ident: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """Say who we are; True if the server accepted the ident."""
         self._send(IdentificationRequest(ident))
-        result = await self._take(IdentificationResult, timeout)
+        result = await self._take_event(IdentificationResult, timeout)
         return result.accepted
 
     def send_data(self, channel: str, data: bytes) -> None:
@@ -131,20 +96,7 @@ class M2MPClient:
     async def ping(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Ping the server (0x02 `n`) and wait for its answer carrying the same `n`."""
         self._send(DevicePing(n))
-        await self._take(DevicePingAnswer, timeout, lambda answer: answer.n == n)
-
-    def send_raw(self, data: bytes) -> None:
-        """Send bytes as they are: for tests of what the server does with malformed input."""
-        self._writer.write(data)
-
-    async def drain(self) -> None:
-        """Wait until what was sent has been handed to the operating system."""
-        await self._writer.drain()
-
-    def close(self) -> None:
-        """Close the connection; waits in progress end with `ConnectionError`."""
-        self._end_reason = self._end_reason or "the client closed the connection"
-        self._writer.close()
+        await self._take_event(DevicePingAnswer, timeout, lambda answer: answer.n == n)
 
     def _send(self, *frames: Frame | None) -> None:
         self._writer.write(b"".join(encode(frame) for frame in frames if frame is not None))
@@ -153,61 +105,42 @@ class M2MPClient:
 
     async def receive(self, timeout: float = DEFAULT_TIMEOUT) -> Received:
         """The oldest data or array the server sent that no wait has taken yet."""
-        return await self._take(Received, timeout)
+        return await self._take_event(Received, timeout)
 
     async def receive_array(self, channel: str, timeout: float = DEFAULT_TIMEOUT) -> list[bytes]:
         """The items of the oldest array the server sent on `channel`."""
-        array = await self._take(ReceivedArray, timeout, lambda array: array.channel == channel)
+        array = await self._take_event(
+            ReceivedArray, timeout, lambda array: array.channel == channel
+        )
         return list(array.items)
 
     async def receive_server_ping(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """The counter of the oldest server ping (0x03) not taken yet, answered or not."""
-        ping = await self._take(ServerPing, timeout)
+        ping = await self._take_event(ServerPing, timeout)
         return ping.n
 
-    async def closed(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
-        """True once the connection is over (the server closed it), False if still open."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._over.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    async def _take(
-        self,
-        kind: type[_E],
-        timeout: float,
-        wanted: Callable[[_E], bool] = lambda _: True,
+    async def _take_event(
+        self, kind: type[_E], timeout: float, wanted: Callable[[_E], bool] = lambda _: True
     ) -> _E:
-        async with asyncio.timeout(timeout):
-            while True:
-                for index, event in enumerate(self._inbox):
-                    if isinstance(event, kind) and wanted(event):
-                        del self._inbox[index]
-                        return event
-                if self._over.is_set():
-                    raise ConnectionError(f"no {kind.__name__} came: {self._end_reason}")
-                self._arrival.clear()
-                await self._arrival.wait()
+        def matches(event: _Event) -> bool:
+            return isinstance(event, kind) and wanted(event)
 
-    async def _read_until_over(self, reader: asyncio.StreamReader) -> None:
-        decoder = Decoder(Direction.SERVER_TO_DEVICE)
+        event = await self._take(self._inbox, matches, timeout, kind.__name__)
+        assert isinstance(event, kind)
+        return event
+
+    def _received(self, chunk: bytes) -> None:
+        if self._writer.is_closing():
+            return  # after a broken frame nothing more can be decoded
         try:
-            while chunk := await reader.read(_READ_SIZE):
-                for frame in decoder.feed(chunk):
-                    self._handle(frame)
-            self._end_reason = self._end_reason or "the server closed the connection"
+            frames = self._decoder.feed(chunk)
         except ProtocolError as error:
             for frame in error.frames_before_error:
                 self._handle(frame)
-            self._end_reason = f"the server broke the protocol: {error}"
-            self._writer.close()  # a stream cannot be resynchronised
-        except OSError as error:
-            self._end_reason = self._end_reason or f"the connection broke: {error}"
-        finally:
-            self._over.set()
-            self._arrival.set()  # waits see the end instead of sleeping to their timeout
+            self._broke(str(error))
+            return
+        for frame in frames:
+            self._handle(frame)
 
     def _handle(self, frame: Frame) -> None:
         event: _Event
@@ -228,4 +161,4 @@ class M2MPClient:
             case _:  # frames only a device sends: a server-to-device Decoder never yields them
                 return
         self._inbox.append(event)
-        self._arrival.set()
+        self._arrived()
