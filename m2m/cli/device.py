@@ -20,7 +20,15 @@ import click
 from m2m.bus import topics
 from m2m.cassandra import Database, run_with_database
 from m2m.cli.app import App, OneLineErrors, pass_app
-from m2m.cli.output import Row, json_option, print_object, print_rows, unix_time_text, utc_text
+from m2m.cli.output import (
+    Row,
+    domain_option,
+    json_option,
+    print_object,
+    print_rows,
+    unix_time_text,
+    utc_text,
+)
 from m2m.cli.push import PushNotSentError, tell_receivers
 from m2m.errors import M2MError
 from m2m.receivers.session import SERVER_RECORD_TYPE
@@ -32,7 +40,7 @@ from m2m.registry.device import (
     add_route,
     remove_route,
 )
-from m2m.registry.domain import DEFAULT_DOMAIN, Domains
+from m2m.registry.domain import Domains
 from m2m.registry.routes import Route
 from m2m.timeseries import TimeSeries
 
@@ -271,13 +279,7 @@ def disconnect(app: App, dev: str) -> None:
 
 @device.command("create")
 @click.argument("ident")
-@click.option(
-    "--domain",
-    "domain_name",
-    metavar="NAME",
-    default=DEFAULT_DOMAIN,
-    help=f"Its domain (default: {DEFAULT_DOMAIN}).",
-)
+@domain_option
 @pass_app
 def create(app: App, ident: str, domain_name: str) -> None:
     """Register a device before it first connects; print its id."""

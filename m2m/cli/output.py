@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
+from m2m.registry.domain import DEFAULT_DOMAIN
+
 Row = dict[str, Any]
 """One object of output: field name → a JSON value."""
 
@@ -94,3 +96,14 @@ def _cell(value: Any) -> str:
     if not isinstance(value, str):
         value = json.dumps(value, ensure_ascii=False)
     return value.replace("\n", "\\n")
+
+
+def domain_option(command: F) -> F:
+    """``--domain NAME`` for what is created in a domain (default: the default domain)."""
+    return click.option(
+        "--domain",
+        "domain_name",
+        metavar="NAME",
+        default=DEFAULT_DOMAIN,
+        help=f"Its domain (default: {DEFAULT_DOMAIN}).",
+    )(command)

@@ -7,8 +7,8 @@ import click
 from m2m.cassandra import Database, run_with_database
 from m2m.cli.app import App, OneLineErrors, pass_app
 from m2m.cli.named import add_rename_and_rm
-from m2m.cli.output import Row, json_option, print_rows
-from m2m.registry.domain import DEFAULT_DOMAIN, Domains
+from m2m.cli.output import Row, domain_option, json_option, print_rows
+from m2m.registry.domain import Domains
 from m2m.registry.user import Users
 
 
@@ -19,13 +19,7 @@ def user() -> None:
 
 @user.command("create")
 @click.argument("name")
-@click.option(
-    "--domain",
-    "domain_name",
-    metavar="NAME",
-    default=DEFAULT_DOMAIN,
-    help=f"Its domain (default: {DEFAULT_DOMAIN}).",
-)
+@domain_option
 @pass_app
 def create(app: App, name: str, domain_name: str) -> None:
     """Create a user in a domain; print its id."""
