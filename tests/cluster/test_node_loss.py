@@ -30,6 +30,9 @@ DEVICES = 20
 RECORDS_PER_DEVICE = 300
 SEND_INTERVAL = 0.02
 RECORD_TYPE = "sen:count"
+IDENTIFY_TIMEOUT = 60.0
+"""A first identification creates the device: about fifteen writes at quorum, with three
+JVMs on this machine's two cores."""
 
 
 def _cluster_config(tmp_path: Path) -> Path:
@@ -52,7 +55,7 @@ def _cluster_config(tmp_path: Path) -> Path:
 
 async def _device(ident: str, port: int, sent: list[int], node_events: asyncio.Event) -> None:
     async with await M2MPClient.connect("127.0.0.1", port) as client:
-        assert await client.identify(ident)
+        assert await client.identify(ident, timeout=IDENTIFY_TIMEOUT)
         for n in range(RECORDS_PER_DEVICE):
             client.send_data(RECORD_TYPE, str(n).encode())
             sent.append(n)
