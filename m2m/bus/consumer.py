@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[None]]
 
+OUTPUT_BUFFER_TIMEOUT_MS = 25
+
 
 @dataclass
 class ConsumerStats:
@@ -67,6 +69,9 @@ class Consumer:
             max_in_flight=self._max_in_flight,
             max_tries=0,  # never give up on a message: its data would be lost
             requeue_delay=self._requeue_delay,
+            # nsqd otherwise holds messages up to 250 ms before sending them on: at every
+            # hop (converter, storage) that is latency a device's data does not need.
+            output_buffer_timeout=OUTPUT_BUFFER_TIMEOUT_MS,
         )
 
     async def close(self, timeout: float = 10.0) -> None:

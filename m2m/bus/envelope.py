@@ -67,6 +67,8 @@ class Envelope:
 
     @property
     def topic(self) -> str:
+        if self.to and "/" not in self.to and ";" not in self.to:
+            return self.to  # the common case, on every publish: nothing to parse
         return self.address.topic
 
     def to_json(self) -> bytes:

@@ -20,4 +20,7 @@ class ConverterWorker:
 
     async def handle(self, envelope: Envelope) -> None:
         produced = convert(envelope)
-        await asyncio.gather(*(self._publisher.deliver(message) for message in produced))
+        if len(produced) == 1:  # nearly always: one record, and no task to make for it
+            await self._publisher.deliver(produced[0])
+        else:
+            await asyncio.gather(*(self._publisher.deliver(message) for message in produced))
