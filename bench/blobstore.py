@@ -26,11 +26,11 @@ from typing import Any
 from cassandra.cluster import NoHostAvailable, ResponseFuture
 from cassandra.connection import ConnectionBusy
 
+from bench.keyspace import throwaway_keyspace
 from m2m.blobstore import DEFAULT_BLOCK_SIZE, open_blob
 from m2m.blobstore.file import READ_WINDOW, WRITE_WINDOW
-from m2m.cassandra import Database, connect_session
+from m2m.cassandra import Database
 from m2m.config import CassandraConfig, load_config
-from m2m.schema import apply_schema
 
 FILE_SIZE = 64 * 1024 * 1024
 REPEATS = 3
@@ -131,9 +131,11 @@ def get_bare(database: Database, count: int) -> None:
 
 
 def main() -> None:
-    base = load_config().cassandra
-    config = CassandraConfig(**{**base.model_dump(), "keyspace": f"m2m_bench_{os.getpid()}"})
-    apply_schema(config)
+    with throwaway_keyspace(load_config().cassandra) as config:
+        compare_with_bare_driver(config)
+
+
+def compare_with_bare_driver(config: CassandraConfig) -> None:
     blocks = [os.urandom(DEFAULT_BLOCK_SIZE) for _ in range(FILE_SIZE // DEFAULT_BLOCK_SIZE)]
     print(
         f"{FILE_SIZE // (1024 * 1024)} MiB in {len(blocks)} blocks of {DEFAULT_BLOCK_SIZE} bytes, "
@@ -155,11 +157,6 @@ def main() -> None:
     finally:
         database.close()
         loop.close()
-        cluster, session = connect_session(config)
-        try:
-            session.execute(f"DROP KEYSPACE IF EXISTS {config.keyspace}", timeout=120)
-        finally:
-            cluster.shutdown()
 
 
 if __name__ == "__main__":

@@ -56,7 +56,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,16 +64,16 @@ from typing import Any, TypeVar
 
 import yaml
 
+from bench.keyspace import throwaway_keyspace
 from bench.timeseries import INSERT_ROW, Timer, bare_driver_writes, two_rows_per_record
 from m2m.bus import topics
-from m2m.cassandra import Database, connect_session
+from m2m.cassandra import Database
 from m2m.config import Config, load_config
 from m2m.receivers.alip.client import ALIPClient
 from m2m.receivers.m2mp.client import M2MPClient
 from m2m.receivers.m2mp.codec import ChannelDefinition, Data, encode
 from m2m.registry.device import Devices, device_id_for
 from m2m.registry.firmware import Firmwares
-from m2m.schema import apply_schema
 from m2m.services import CONVERTER_CHANNEL, STORAGE_CHANNEL
 from m2m.stack.provision import nsq_artifact
 from m2m.timeseries import TimeSeries
@@ -941,31 +940,22 @@ def main() -> None:
         print(f"warning: only {open_files} open files allowed: the big counts will fail")
 
     configured = load_config(arguments.config)
-    keyspace = f"{configured.cassandra.keyspace}_bench_{uuid.uuid4().hex[:8]}"
-    cassandra = configured.cassandra.model_copy(update={"keyspace": keyspace})
-    config = configured.model_copy(update={"cassandra": cassandra})
-    apply_schema(cassandra)
-    print(f"keyspace {keyspace}, {os.cpu_count()} CPUs, up to {open_files:,} open files",
-          flush=True)  # fmt: skip
     if arguments.profile:
         arguments.profile.mkdir(parents=True, exist_ok=True)
-    try:
-        with tempfile.TemporaryDirectory(prefix="m2m-bench-") as directory:
-            results = asyncio.run(
-                run(
-                    plan, config, Path(directory), arguments.profile and arguments.profile.resolve()
-                )
-            )
+    with (
+        throwaway_keyspace(configured.cassandra) as cassandra,
+        tempfile.TemporaryDirectory(prefix="m2m-bench-") as directory,
+    ):
+        config = configured.model_copy(update={"cassandra": cassandra})
+        print(f"keyspace {cassandra.keyspace}, {os.cpu_count()} CPUs, "
+              f"up to {open_files:,} open files", flush=True)  # fmt: skip
+        results = asyncio.run(
+            run(plan, config, Path(directory), arguments.profile and arguments.profile.resolve())
+        )
         print("\nWall-clock rates are noisy on this shared machine; CPU per frame is steadier.")
         if arguments.profile:
             print("Profiled run: cProfile slows serve down, so these figures are pessimistic.")
         print(results.table())
-    finally:
-        cluster, session = connect_session(cassandra)
-        try:
-            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
-        finally:
-            cluster.shutdown()
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ from typing import Any
 from cassandra.cluster import Session
 from cassandra.query import UNSET_VALUE, PreparedStatement
 
-from m2m.cassandra import Database, connect_session
+from bench.keyspace import throwaway_keyspace
+from m2m.cassandra import Database
 from m2m.config import CassandraConfig, load_config
-from m2m.schema import apply_schema
 from m2m.timeseries import TimeSeries
 from m2m.timeseries.buckets import month_bucket
 from m2m.timeseries.store import INSERT_ROW
@@ -200,20 +200,9 @@ def main() -> None:
     )
     arguments = parser.parse_args()
 
-    configured = load_config(arguments.config).cassandra
-    config = configured.model_copy(
-        update={"keyspace": f"{configured.keyspace}_bench_{uuid.uuid4().hex[:8]}"}
-    )
-    apply_schema(config)
-    print(f"keyspace {config.keyspace}, {config.max_in_flight} requests in flight", flush=True)
-    try:
+    with throwaway_keyspace(load_config(arguments.config).cassandra) as config:
+        print(f"keyspace {config.keyspace}, {config.max_in_flight} requests in flight", flush=True)
         asyncio.run(run(config, arguments.records, arguments.rounds, arguments.read_records))
-    finally:
-        cluster, session = connect_session(config)
-        try:
-            session.execute(f"DROP KEYSPACE IF EXISTS {config.keyspace}", timeout=120)
-        finally:
-            cluster.shutdown()
 
 
 if __name__ == "__main__":

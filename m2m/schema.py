@@ -152,3 +152,12 @@ def schema_status(config: CassandraConfig) -> SchemaStatus:
         return SchemaStatus(config.keyspace, applied, latest, nodes)
     finally:
         cluster.shutdown()
+
+
+def drop_keyspace(config: CassandraConfig) -> None:
+    """Drop the configured keyspace and all its data (for throw-away keyspaces)."""
+    cluster, session = connect_session(config)
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {config.keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()

@@ -23,6 +23,7 @@ import yaml
 
 from m2m.cassandra import Database, connect_session
 from m2m.config import Config, load_config
+from m2m.schema import drop_keyspace
 
 M2M = str(Path(sys.executable).parent / "m2m")
 
@@ -57,12 +58,7 @@ def config_file(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     path.write_text(yaml.safe_dump(settings))
     run_m2m("schema", "apply", config=path)
     yield path
-    config = load_config(path)
-    cluster, session = connect_session(config.cassandra)
-    try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
-    finally:
-        cluster.shutdown()
+    drop_keyspace(load_config(path).cassandra)
 
 
 @pytest.fixture(scope="session")
