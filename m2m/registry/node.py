@@ -287,8 +287,9 @@ class RegistryNode:
 
         Soft (the default): each node gets status deleted and leaves its parent's
         listing; values and data stay, so the node can be recovered, until
-        :func:`cleanup`. Hard: every row of the subtree goes, data blocks included; a
-        soft-deleted node can be hard-deleted too.
+        :func:`cleanup`. Hard: every row of the subtree goes, data blocks included. A
+        soft-deleted node can be hard-deleted too, but its descendants were unlisted by
+        the soft delete, so they are not reached: :func:`cleanup` finds them by status.
         """
         status = await self.status()
         if hard:
