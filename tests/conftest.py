@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cassandra.cluster import Cluster, Session
 
 from m2m.cassandra import Database, connect_session
 from m2m.config import Config, load_config
@@ -67,22 +68,17 @@ def config(config_file: Path) -> Config:
 
 
 @pytest.fixture(scope="session")
-def _session(config: Config) -> Iterator[tuple[object, object]]:
+def _session(config: Config) -> Iterator[tuple[Cluster, Session]]:
     cluster, session = connect_session(config.cassandra)
     yield cluster, session
     cluster.shutdown()
 
 
 @pytest.fixture
-def database(config: Config, _session: tuple[object, object]) -> Database:
+def database(config: Config, _session: tuple[Cluster, Session]) -> Database:
     """A Database on the test keyspace (one driver session shared by the whole run)."""
     cluster, session = _session
-    return Database(
-        cluster,  # type: ignore[arg-type]
-        session,  # type: ignore[arg-type]
-        config.cassandra.keyspace,
-        config.cassandra.max_in_flight,
-    )
+    return Database(cluster, session, config.cassandra.keyspace, config.cassandra.max_in_flight)
 
 
 def free_port() -> int:
