@@ -877,7 +877,12 @@ async def bench_idle(
 # --- The run --------------------------------------------------------------------------
 
 
-async def run(plan: Plan, config: Config, directory: Path, profile: Path | None) -> Results:
+SCENARIOS = ("m2mp", "alip", "e2e", "idle")
+
+
+async def run(
+    plan: Plan, config: Config, directory: Path, profile: Path | None, scenarios: Sequence[str]
+) -> Results:
     results = Results()
     binary = nsq_artifact(config.stack.cache_dir.expanduser(), config.stack.nsq_version).home
     binary = binary / "bin" / "nsqd"
@@ -888,11 +893,15 @@ async def run(plan: Plan, config: Config, directory: Path, profile: Path | None)
         await create_devices(database, [*plan.idents, PROBE_IDENT])
         print(f"{len(plan.idents) + 1:,} devices registered in "
               f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
-        await bench_m2mp(plan, results, settings, binary, directory, profile)
-        await bench_alip(plan, results, settings, binary, directory, database, profile)
-        await bench_end_to_end(plan, results, settings, binary, directory, database,
-                               config.cassandra.max_in_flight, profile)  # fmt: skip
-        await bench_idle(plan, results, settings, binary, directory)
+        if "m2mp" in scenarios:
+            await bench_m2mp(plan, results, settings, binary, directory, profile)
+        if "alip" in scenarios:
+            await bench_alip(plan, results, settings, binary, directory, database, profile)
+        if "e2e" in scenarios:
+            await bench_end_to_end(plan, results, settings, binary, directory, database,
+                                   config.cassandra.max_in_flight, profile)  # fmt: skip
+        if "idle" in scenarios:
+            await bench_idle(plan, results, settings, binary, directory)
     finally:
         database.close()
     return results
@@ -919,6 +928,9 @@ def main() -> None:
                         "(default 200,000; quick 20,000)")  # fmt: skip
     parser.add_argument("--records", type=int, help="frames per end-to-end run "
                         "(default 20,000; quick 2,000)")  # fmt: skip
+    parser.add_argument("--scenarios", type=lambda text: text.split(","), default=SCENARIOS,
+                        help=f"which to run, comma-separated (default all: {','.join(SCENARIOS)}; "
+                        "alip includes the firmware download)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
     parser.add_argument("--profile", metavar="DIR", type=Path, help="run each m2m serve under "
                         "cProfile, keep its stats in DIR and print where its time goes "
@@ -950,7 +962,13 @@ def main() -> None:
         print(f"keyspace {cassandra.keyspace}, {os.cpu_count()} CPUs, "
               f"up to {open_files:,} open files", flush=True)  # fmt: skip
         results = asyncio.run(
-            run(plan, config, Path(directory), arguments.profile and arguments.profile.resolve())
+            run(
+                plan,
+                config,
+                Path(directory),
+                arguments.profile and arguments.profile.resolve(),
+                arguments.scenarios,
+            )
         )
         print("\nWall-clock rates are noisy on this shared machine; CPU per frame is steadier.")
         if arguments.profile:

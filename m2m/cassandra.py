@@ -7,8 +7,9 @@ wake-up per burst, not one per response. At most ``cassandra.max_in_flight`` req
 outstanding per process: the rest wait their turn instead of piling up in the driver.
 
 Everything a store needs is here: ``execute`` for one page of rows, ``execute_all`` for
-writes that go out together, ``pages`` to walk a large result lazily, page by page, and
-``prepare`` (cached per statement text).
+writes that go out together, ``write_rows`` for small rows written at a high rate (they
+share unlogged batches, see :class:`_RowBatcher`), ``pages`` to walk a large result
+lazily, page by page, and ``prepare`` (cached per statement text).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import asyncio
 import logging
 import threading
 from asyncio import Future
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cassandra import ConsistencyLevel, DriverException
@@ -32,7 +35,8 @@ from cassandra.cluster import (
 )
 from cassandra.connection import ConnectionBusy
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import PreparedStatement
+from cassandra.pool import Host
+from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement
 
 from m2m.config import CassandraConfig
 from m2m.errors import M2MError
@@ -97,6 +101,7 @@ class Database:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._prepared: dict[str, PreparedStatement] = {}
         self._bridge: _ResponseBridge | None = None
+        self._rows = _RowBatcher(self, max(1, max_in_flight // ROW_BATCH_SHARE))
 
     @classmethod
     def connect(cls, config: CassandraConfig) -> Database:
@@ -144,6 +149,17 @@ class Database:
         for (statement, values, _), outcome in zip(sent, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 await self._answered(statement, values, None)
+
+    async def write_rows(self, requests: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Write small rows; return when all are written, raise the first failure.
+
+        The rows may travel in unlogged batches with other callers' rows (see
+        :class:`_RowBatcher`): for many small writes, that costs the driver and Cassandra
+        a fraction of a request each. Neither atomic nor isolated, like separate writes.
+        """
+        statements = [self.prepare(cql).bind(params) for cql, params in requests]
+        if statements:
+            await self._rows.write(statements)
 
     async def pages(
         self, cql: str, params: Sequence[Any] = (), page_size: int = 1000
@@ -201,10 +217,30 @@ class Database:
         except BaseException:
             self._slots.release()
             raise
+        answered: asyncio.Future[ResponseFuture] = asyncio.get_running_loop().create_future()
+        self.bridge().watch(response, self._settle_request, answered)
+        return answered
+
+    def _settle_request(
+        self,
+        answered: asyncio.Future[ResponseFuture],
+        response: ResponseFuture,
+        failure: BaseException | None,
+    ) -> None:
+        self._slots.release()
+        if answered.done():  # cancelled while the request was out
+            return
+        if failure is None:
+            answered.set_result(response)
+        else:
+            answered.set_exception(failure)
+
+    def bridge(self) -> _ResponseBridge:
+        """The bridge to the running loop (a new one if the loop changed)."""
         loop = asyncio.get_running_loop()
         if self._bridge is None or self._bridge.loop is not loop:
-            self._bridge = _ResponseBridge(loop, self._slots.release)
-        return self._bridge.watch(response)
+            self._bridge = _ResponseBridge(loop)
+        return self._bridge
 
 
 _BUSY_RETRY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -243,6 +279,144 @@ def run_with_database(
     return asyncio.run(main())
 
 
+ROW_BATCH_SHARE = 8
+"""``write_rows`` keeps at most this share of ``max_in_flight`` requests out at once."""
+MAX_BATCH_PARTITIONS = 10
+"""Cassandra warns of unlogged batches that span more partitions than this
+(``unlogged_batch_across_partitions_warn_threshold``)."""
+MAX_BATCH_BYTES = 4 * 1024
+"""Below Cassandra's ``batch_size_warn_threshold`` (5 KiB): the values' bytes in a batch."""
+_RETRY_UNSENT = 0.01
+"""Seconds before a batch the driver refused to send (connections full) goes again."""
+
+
+@dataclass(slots=True)
+class _Writes:
+    """One ``write_rows`` call: done once its last row is answered."""
+
+    remaining: int
+    done: asyncio.Future[None]
+    failure: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Row:
+    statement: BoundStatement
+    partition: bytes | None
+    size: int
+    writes: _Writes
+
+
+class _RowBatcher:
+    """Small rows from many writers, sent together when they queue up.
+
+    A bounded number of requests is out at once; rows written meanwhile wait in a queue
+    per replica (the first replica of their partition, so every batch goes to a node that
+    holds its rows). Each request takes as many waiting rows of one replica as stay
+    within Cassandra's warning thresholds for unlogged batches (``MAX_BATCH_PARTITIONS``,
+    ``MAX_BATCH_BYTES``). Under light load a batch is a writer's own rows (a time-series
+    record's two rows are one request); under heavy load batches fill up, and the cost
+    per row of the driver (its Python code per request) and of Cassandra falls.
+    """
+
+    def __init__(self, database: Database, max_requests: int) -> None:
+        self._database = database
+        self._max_requests = max_requests
+        self._in_flight = 0
+        self._queues: dict[Host | None, deque[_Row]] = {}
+
+    def write(self, statements: list[BoundStatement]) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        writes = _Writes(len(statements), done)
+        metadata = self._database.cluster.metadata
+        keyspace = self._database.keyspace
+        for statement in statements:
+            partition = statement.routing_key
+            replicas = metadata.get_replicas(keyspace, partition) if partition else []
+            queue = self._queues.get(replicas[0] if replicas else None)
+            if queue is None:
+                queue = self._queues[replicas[0] if replicas else None] = deque()
+            size = sum(len(value) for value in statement.values if isinstance(value, bytes))
+            queue.append(_Row(statement, partition, size, writes))
+        self._send_waiting()
+        return done
+
+    def _send_waiting(self) -> None:
+        while self._in_flight < self._max_requests:
+            queues = [queue for queue in self._queues.values() if queue]
+            if not queues:
+                return
+            for queue in queues:  # a batch per replica in turn
+                if self._in_flight < self._max_requests:
+                    self._send(queue, _take_batch(queue))
+
+    def _send(self, queue: deque[_Row], rows: list[_Row]) -> None:
+        """One request: a row alone, or an unlogged batch of rows."""
+        if len(rows) == 1:
+            statement: BoundStatement | BatchStatement = rows[0].statement
+        else:
+            statement = BatchStatement(BatchType.UNLOGGED)
+            for row in rows:
+                statement.add(row.statement)
+        try:
+            response = self._database.session.execute_async(statement)
+        except Exception as exc:
+            self._settle(rows, exc)
+            return
+        self._in_flight += 1
+        self._database.bridge().watch(response, self._answered, (queue, rows))
+
+    def _answered(
+        self,
+        sent: tuple[deque[_Row], list[_Row]],
+        _: ResponseFuture,
+        failure: BaseException | None,
+    ) -> None:
+        self._in_flight -= 1
+        queue, rows = sent
+        if failure is not None and _never_sent(failure):
+            # Never left (every connection's buffer full): again, once they drained.
+            queue.extendleft(reversed(rows))
+            asyncio.get_running_loop().call_later(_RETRY_UNSENT, self._send_waiting)
+            return
+        self._settle(rows, failure)
+        self._send_waiting()
+
+    @staticmethod
+    def _settle(rows: list[_Row], failure: BaseException | None) -> None:
+        for row in rows:
+            writes = row.writes
+            writes.remaining -= 1
+            if failure is not None and writes.failure is None:
+                writes.failure = failure
+            if writes.remaining == 0 and not writes.done.done():
+                if writes.failure is None:
+                    writes.done.set_result(None)
+                else:
+                    writes.done.set_exception(writes.failure)
+
+
+def _take_batch(queue: deque[_Row]) -> list[_Row]:
+    """The rows at the front of ``queue`` that one unlogged batch takes without a warning."""
+    first = queue.popleft()
+    rows, partitions, size = [first], {first.partition}, first.size
+    while queue:
+        row = queue[0]
+        new_partition = row.partition not in partitions
+        if (new_partition and len(partitions) >= MAX_BATCH_PARTITIONS) or (
+            size + row.size > MAX_BATCH_BYTES
+        ):
+            break
+        rows.append(queue.popleft())
+        partitions.add(row.partition)
+        size += row.size
+    return rows
+
+
+Settle = Callable[[Any, ResponseFuture, BaseException | None], None]
+"""Called on the loop with what was given to ``watch``, the response and its failure."""
+
+
 class _ResponseBridge:
     """Hands the driver's answers to the event loop in batches.
 
@@ -252,47 +426,34 @@ class _ResponseBridge:
     ``execute_all`` bring a time series write from ~420 to ~280 µs of CPU per record.)
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_answer: Callable[[], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._on_answer = on_answer
         self._lock = threading.Lock()
-        self._answers: list[
-            tuple[asyncio.Future[ResponseFuture], ResponseFuture, BaseException | None]
-        ] = []
+        self._answers: list[tuple[Settle, Any, ResponseFuture, BaseException | None]] = []
         self._wake_up_due = False
 
-    def watch(self, response: ResponseFuture) -> asyncio.Future[ResponseFuture]:
-        """A future of this loop that resolves when ``response`` is answered."""
-        future: asyncio.Future[ResponseFuture] = self.loop.create_future()
+    def watch(self, response: ResponseFuture, settle: Settle, subject: Any) -> None:
+        """Have ``settle(subject, response, failure)`` called on the loop once answered."""
         response.add_callbacks(
             self._succeeded,
             self._failed,
-            callback_args=(future, response),
-            errback_args=(future, response),
+            callback_args=(settle, subject, response),
+            errback_args=(settle, subject, response),
         )
-        return future
 
-    def _succeeded(
-        self, _: object, future: asyncio.Future[ResponseFuture], response: ResponseFuture
-    ) -> None:
-        self._queue(future, response, None)
+    def _succeeded(self, _: object, settle: Settle, subject: Any, response: ResponseFuture) -> None:
+        self._queue(settle, subject, response, None)
 
     def _failed(
-        self,
-        failure: BaseException,
-        future: asyncio.Future[ResponseFuture],
-        response: ResponseFuture,
+        self, failure: BaseException, settle: Settle, subject: Any, response: ResponseFuture
     ) -> None:
-        self._queue(future, response, failure)
+        self._queue(settle, subject, response, failure)
 
     def _queue(
-        self,
-        future: asyncio.Future[ResponseFuture],
-        response: ResponseFuture,
-        failure: BaseException | None,
+        self, settle: Settle, subject: Any, response: ResponseFuture, failure: BaseException | None
     ) -> None:
         with self._lock:
-            self._answers.append((future, response, failure))
+            self._answers.append((settle, subject, response, failure))
             if self._wake_up_due:
                 return
             self._wake_up_due = True
@@ -302,11 +463,5 @@ class _ResponseBridge:
         with self._lock:
             answers, self._answers = self._answers, []
             self._wake_up_due = False
-        for future, response, failure in answers:
-            self._on_answer()
-            if future.done():  # cancelled while the request was out
-                continue
-            if failure is None:
-                future.set_result(response)
-            else:
-                future.set_exception(failure)
+        for settle, subject, response, failure in answers:
+            settle(subject, response, failure)

@@ -7,9 +7,9 @@ The index lists the buckets of ``(id, "")`` and of ``(id, type)``; readers and d
 walk it (newest bucket first, or oldest), so buckets of any width read the same.
 
 Reads are lazy: one page of rows is in memory at a time, and the next bucket is only
-asked for when the previous one is exhausted. Writes are prepared statements sent
-together (``Database.execute_all``); how many requests are out at once is the
-Database's business.
+asked for when the previous one is exhausted. A record's rows are written with
+``Database.write_rows``: they share unlogged batches with other records' rows when many
+are written at once; how many requests are out at once is the Database's business.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class TimeSeries:
         ]
         row_ttl = index_ttl(ttl_seconds)
         requests += [(_INSERT_INDEX_ROW, (*row, row_ttl)) for row in index_rows]
-        await self._database.execute_all(requests)
+        await self._database.write_rows(requests)
         for row in index_rows:
             self._index_rows.written(row, row_ttl)
         return record
