@@ -7,10 +7,11 @@ Five measurements, each against real ``m2m serve`` subprocesses on free ports:
    the ``converter-m2mp`` topic) and the receiver's CPU time per frame.
 2. ALIP receiver alone (``serve --only alip``): connections send ``D L 48.85,2.35`` lines;
    lines/s published on the ``storage`` topic, CPU per line.
-3. End to end (``serve`` with everything) for each device count: location frames through
-   the receiver, the converter and the storage worker into Cassandra. Records/s stored
-   (the ``storage`` channel's messages all finished), against the ceiling measured right
-   after on the same machine: bench.timeseries' bare driver loop writing the same two
+3. End to end for each device count: location frames through the receiver, the converter
+   and the storage worker into Cassandra, first with everything in one ``serve`` (``e2e``),
+   then as deploy/ runs them, a ``serve --only`` process each for the workers and one for
+   the receivers (``e2e-deployed``). Records/s stored (the ``storage`` channel's messages
+   all finished), against the ceiling measured right after on the same machine: bench.timeseries' bare driver loop writing the same two
    INSERTs per record, as many in flight as the storage worker's Database allows. A probe
    device sends a frame every ~50 ms while a task reads the newest records back
    (``TimeSeries.records``): sent -> readable gives the latency, first under the saturating
@@ -357,23 +358,49 @@ def print_profile(path: Path, lines: int = 20) -> None:
         print("\n".join(line for line in table[start:] if line.strip()))
 
 
+@dataclass
+class Platform:
+    """One ``m2m serve`` or several, each running a subset (as deployed: one per service)."""
+
+    serves: list[Serve]
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.serves[-1].ports  # the receivers start last
+
+    def cpu_seconds(self) -> float:
+        return sum(serve.cpu_seconds() for serve in self.serves)
+
+    def rss_mb(self) -> float:
+        return sum(serve.rss_mb() for serve in self.serves)
+
+
+ONE_PROCESS: tuple[str | None, ...] = (None,)
+DEPLOYED: tuple[str | None, ...] = ("storage", "converter", "m2mp,alip")
+"""The processes of deploy/ (its systemd units): the workers, then the receivers."""
+
+
 @contextlib.asynccontextmanager
 async def running(
     settings: dict[str, Any],
     binary: Path,
     directory: Path,
-    only: str | None,
+    processes: Sequence[str | None],
     profile: Path | None,
-) -> AsyncIterator[tuple[Serve, Nsqd]]:
-    """A private nsqd and an ``m2m serve`` on it, both stopped on the way out."""
+) -> AsyncIterator[tuple[Platform, Nsqd]]:
+    """A private nsqd and ``m2m serve --only P`` on it for each P of ``processes`` (None:
+    everything in one), all stopped on the way out, receivers first."""
     nsqd = await asyncio.to_thread(Nsqd, binary, directory)
+    platform = Platform([])
     try:
-        serve = await asyncio.to_thread(start_serve, settings, nsqd, directory, only, profile)
-        try:
-            yield serve, nsqd
-        finally:
-            await asyncio.to_thread(serve.stop)
+        for only in processes:
+            platform.serves.append(
+                await asyncio.to_thread(start_serve, settings, nsqd, directory, only, profile)
+            )
+        yield platform, nsqd
     finally:
+        for serve in reversed(platform.serves):
+            await asyncio.to_thread(serve.stop)
         await asyncio.to_thread(nsqd.stop)
 
 
@@ -487,7 +514,7 @@ async def create_devices(database: Database, idents: Sequence[str]) -> None:
 class CpuWindow:
     """Wall time, the serve process's CPU and this process's CPU over a measurement."""
 
-    serve: Serve
+    serve: Serve | Platform
     wall: float = 0.0
     serve_cpu: float = 0.0
     bench_cpu: float = 0.0
@@ -521,7 +548,7 @@ async def bench_m2mp(
     scenario = "1 m2mp alone"
     heading(f"{scenario}: {plan.m2mp_devices} devices, {plan.frames:,} location frames")
     async with (
-        running(settings, binary, directory, "m2mp", profile) as (serve, nsqd),
+        running(settings, binary, directory, ("m2mp",), profile) as (serve, nsqd),
         contextlib.AsyncExitStack() as exits,
     ):
         clients = await m2mp_devices(serve.ports["m2mp"], plan.m2mp_devices, exits)
@@ -558,7 +585,7 @@ async def bench_alip(
 ) -> None:  # fmt: skip
     scenario = "2 alip alone"
     heading(f"{scenario}: {plan.alip_connections} connections, {plan.frames:,} `D L` lines")
-    async with running(settings, binary, directory, "alip", profile) as (serve, nsqd):
+    async with running(settings, binary, directory, ("alip",), profile) as (serve, nsqd):
         async with contextlib.AsyncExitStack() as exits:
             clients = await alip_devices(serve.ports["alip"], plan.alip_connections, exits)
             await asyncio.gather(*(send_repeatedly(c, ALIP_LINE, 5) for c in clients))
@@ -588,7 +615,7 @@ async def bench_alip(
         await bench_firmware(plan, results, serve, database)
 
 
-async def bench_firmware(plan: Plan, results: Results, serve: Serve, database: Database) -> None:
+async def bench_firmware(plan: Plan, results: Results, serve: Platform, database: Database) -> None:
     scenario = "5 firmware"
     size = plan.firmware_size
     heading(f"{scenario}: {size // KiB:,} KiB in {FIRMWARE_REQUEST}-byte `F G` requests")
@@ -720,10 +747,10 @@ def stored(stats: dict[str, Any]) -> ChannelState:
 
 async def bench_end_to_end(
     plan: Plan, results: Results, settings: dict[str, Any], binary: Path, directory: Path,
-    database: Database, in_flight: int, profile: Path | None,
+    database: Database, in_flight: int, profile: Path | None, processes: Sequence[str | None],
 ) -> None:  # fmt: skip
     async with (
-        running(settings, binary, directory, None, profile) as (serve, nsqd),
+        running(settings, binary, directory, processes, profile) as (serve, nsqd),
         await M2MPClient.connect(HOST, serve.ports["m2mp"]) as probe_client,
     ):
         await probe_client.identify(PROBE_IDENT, timeout=IDENTIFY_TIMEOUT)
@@ -735,7 +762,9 @@ async def bench_end_to_end(
         watcher = asyncio.create_task(probe.watch())
         try:
             for count in plan.devices:
-                await end_to_end(plan, results, serve, nsqd, database, in_flight, probe, count)
+                await end_to_end(
+                    plan, results, serve, nsqd, database, in_flight, probe, count, len(processes)
+                )
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -743,10 +772,10 @@ async def bench_end_to_end(
 
 
 async def end_to_end(
-    plan: Plan, results: Results, serve: Serve, nsqd: Nsqd, database: Database, in_flight: int,
-    probe: Probe, count: int,
+    plan: Plan, results: Results, serve: Platform, nsqd: Nsqd, database: Database, in_flight: int,
+    probe: Probe, count: int, processes: int,
 ) -> None:  # fmt: skip
-    scenario = f"3 e2e {count:,} dev"
+    scenario = f"3 e2e {count:,} dev, {processes} proc{'s' if processes > 1 else ''}"
     per_device = max(1, plan.records // count)
     total = per_device * count
     heading(f"{scenario}: {count:,} devices, {total:,} location frames into Cassandra")
@@ -845,7 +874,7 @@ async def bench_idle(
     half = count // 2
     heading(f"{scenario}: {count:,} identified idle M2MP devices")
     async with (
-        running(settings, binary, directory, "m2mp", None) as (serve, nsqd),
+        running(settings, binary, directory, ("m2mp",), None) as (serve, nsqd),
         contextlib.AsyncExitStack() as exits,
     ):
         await m2mp_devices(serve.ports["m2mp"], 1, exits, first=count)  # the code paths warm
@@ -877,7 +906,8 @@ async def bench_idle(
 # --- The run --------------------------------------------------------------------------
 
 
-SCENARIOS = ("m2mp", "alip", "e2e", "idle")
+SCENARIOS = ("m2mp", "alip", "e2e", "e2e-deployed", "idle")
+TOPOLOGIES = {"e2e": ONE_PROCESS, "e2e-deployed": DEPLOYED}
 
 
 async def run(
@@ -897,9 +927,9 @@ async def run(
             await bench_m2mp(plan, results, settings, binary, directory, profile)
         if "alip" in scenarios:
             await bench_alip(plan, results, settings, binary, directory, database, profile)
-        if "e2e" in scenarios:
+        for processes in (TOPOLOGIES[name] for name in scenarios if name in TOPOLOGIES):
             await bench_end_to_end(plan, results, settings, binary, directory, database,
-                                   config.cassandra.max_in_flight, profile)  # fmt: skip
+                                   config.cassandra.max_in_flight, profile, processes)  # fmt: skip
         if "idle" in scenarios:
             await bench_idle(plan, results, settings, binary, directory)
     finally:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nsq
+from tornado.concurrent import Future
+from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 
 from m2m.bus.envelope import Envelope, InvalidMessage
@@ -129,34 +132,84 @@ class Consumer:
 
 
 class _Reader(nsq.Reader):
-    """pynsq's Reader, whose connections gather their writes for a few milliseconds.
+    """pynsq's Reader, whose ready connections read and write in bulk.
 
-    pynsq writes every FIN (and REQ, TOUCH, RDY) to the socket as it is made: a system
-    call per message, which on a busy consumer costs more than handling the message (on
-    loopback, the kernel delivers to nsqd within the sender's call). Once a connection is
-    ready, what it sends waits up to ``WRITE_GATHERING`` seconds (or until
-    ``WRITE_GATHERING_MAX`` commands wait) and goes out in one write. Only nsqd's
+    pynsq reads a frame's size and then its body, each through a future and a loop
+    callback, and writes every FIN (and REQ, TOUCH, RDY) to the socket as it is made: a
+    system call per message, which on loopback also carries the delivery to nsqd. On a
+    busy consumer that costs more than handling the message. Once a connection is ready
+    (its handshake done, pynsq's way), it reads whatever arrived and hands over every
+    whole frame in it, and what it sends waits up to ``WRITE_GATHERING`` seconds (or
+    until ``WRITE_GATHERING_MAX`` commands wait) to go out in one write. Only nsqd's
     accounting waits: the messages were handled already.
     """
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self._gathered: list[_GatheredWrites] = []
+        self._gathered: dict[str, _GatheredWrites] = {}
 
     def _on_connection_ready(self, conn: nsq.AsyncConn, **kwargs: object) -> None:
-        gathered = _GatheredWrites(conn)
-        self._gathered.append(gathered)
+        self._gathered[conn.id] = gathered = _GatheredWrites(conn)
         conn.send = gathered.send
+        conn._start_read = _BulkReads(conn).start  # taken from the next frame on
         super()._on_connection_ready(conn, **kwargs)
 
     def close(self) -> None:
-        for gathered in self._gathered:
+        for gathered in self._gathered.values():
             gathered.write()  # the last FINs, before the connections close
         super().close()
 
 
+READ_SIZE = 64 * 1024
 WRITE_GATHERING = 0.005
 WRITE_GATHERING_MAX = 100
+_FRAME_SIZE = struct.Struct(">L")
+
+
+class _BulkReads:
+    def __init__(self, conn: nsq.AsyncConn) -> None:
+        self._conn = conn
+        self._buffer = bytearray()
+
+    def start(self) -> None:
+        stream = self._conn.stream
+        if stream is None:
+            return
+        try:
+            received = stream.read_bytes(READ_SIZE, partial=True)
+        except StreamClosedError:
+            self._closed()
+            return
+        IOLoop.current().add_future(received, self._received)
+
+    def _received(self, received: Future[bytes]) -> None:
+        try:
+            self._buffer += received.result()
+        except StreamClosedError:
+            self._closed()
+            return
+        buffer, start = self._buffer, 0
+        while len(buffer) - start >= _FRAME_SIZE.size:
+            end = start + _FRAME_SIZE.size + _FRAME_SIZE.unpack_from(buffer, start)[0]
+            if len(buffer) < end:
+                break
+            frame = bytes(buffer[start + _FRAME_SIZE.size : end])
+            start = end
+            try:
+                self._conn.trigger(nsq.event.DATA, conn=self._conn, data=frame)
+            except Exception:
+                log.exception("uncaught exception in data event")
+        del buffer[:start]
+        self.start()
+
+    def _closed(self) -> None:
+        """As pynsq reacts to a closed stream."""
+        self._conn.close()
+        self._conn.trigger(
+            nsq.event.ERROR,
+            conn=self._conn,
+            error=nsq.protocol.ConnectionClosedError("Stream is closed"),
+        )
 
 
 class _GatheredWrites:

@@ -189,13 +189,27 @@ def _location_value(name: str, value: int | float) -> int | float:
 
 
 def _shortest_float32(value: float) -> float:
-    """The shortest decimal that reads back as the same f32 as `value` (itself an f32)."""
-    for digits in range(1, _FLOAT32_ROUND_TRIP_DIGITS):
-        candidate = float(f"{value:.{digits}g}")
-        with contextlib.suppress(OverflowError):  # rounded past the largest f32
-            if _FLOAT32.unpack(_FLOAT32.pack(candidate))[0] == value:
-                return candidate
-    return float(f"{value:.{_FLOAT32_ROUND_TRIP_DIGITS}g}")
+    """The shortest decimal that reads back as the same f32 as `value` (itself an f32).
+
+    A binary search over the number of digits: rounding to more digits never moves
+    further from `value` (a d-digit decimal is also a (d+1)-digit one), so once a number
+    of digits reads back, every larger one does.
+    """
+    fewest, enough = 1, _FLOAT32_ROUND_TRIP_DIGITS
+    while fewest < enough:
+        digits = (fewest + enough) // 2
+        if _reads_back(float(f"{value:.{digits}g}"), value):
+            enough = digits
+        else:
+            fewest = digits + 1
+    return float(f"{value:.{enough}g}")
+
+
+def _reads_back(candidate: float, value: float) -> bool:
+    try:
+        return bool(_FLOAT32.unpack(_FLOAT32.pack(candidate))[0] == value)
+    except OverflowError:  # rounded past the largest f32
+        return False
 
 
 def _read_timed_value(channel: str, items: Sequence[bytes]) -> _Reading:
