@@ -11,11 +11,12 @@ Five measurements, each against real ``m2m serve`` subprocesses on free ports:
    and the storage worker into Cassandra, first with everything in one ``serve`` (``e2e``),
    then as deploy/ runs them, a ``serve --only`` process each for the workers and one for
    the receivers (``e2e-deployed``). Records/s stored (the ``storage`` channel's messages
-   all finished), against the ceiling measured right after on the same machine: bench.timeseries' bare driver loop writing the same two
-   INSERTs per record, as many in flight as the storage worker's Database allows. A probe
-   device sends a frame every ~50 ms while a task reads the newest records back
-   (``TimeSeries.records``): sent -> readable gives the latency, first under the saturating
-   load (that is mostly the time spent queued in NSQ), then at half the stored rate.
+   all finished), against the ceiling measured right after on the same machine:
+   bench.timeseries' bare driver loop writing the same two INSERTs per record, as many in
+   flight as the storage worker's Database allows. A probe device sends a frame every
+   ~50 ms while a task reads the newest records back (``TimeSeries.records``): sent ->
+   readable gives the latency, first under the saturating load (that is mostly the time
+   spent queued in NSQ), then at half the stored rate.
 4. Idle connections (``serve --only m2mp``): receiver RSS before and after thousands of
    identified, silent devices.
 5. ALIP firmware download: a file stored with ``Firmwares.add``, read by one device in

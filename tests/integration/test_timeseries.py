@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
@@ -377,3 +378,25 @@ async def test_stored_data_that_is_not_json_is_a_clear_error(
     )
     with pytest.raises(TimeSeriesError, match="invalid JSON"):
         await read(series, series_id)
+
+
+async def test_concurrent_saves_share_batches_land_whole_and_raise_no_server_warning(
+    series: TimeSeries, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many saves at once go out as unlogged batches: every record lands, in both of its
+    partitions, and no batch crosses Cassandra's warning thresholds for batches ("Batch
+    for [...] is of size", "Unlogged batch covering N partitions"), which the driver logs."""
+    caplog.set_level(logging.WARNING, logger="cassandra")
+    ids = [f"dev-{uuid.uuid4()}" for _ in range(40)]
+    large = {"text": "x" * 1500}  # a few of these fill a batch's byte budget
+    saves = [
+        series.save(ids[n % len(ids)], "sen:t", large if n % 2 == 0 else {"n": n},
+                    time=NEW_YEAR + n * MICROSECOND)
+        for n in range(2000)
+    ]  # fmt: skip
+    await asyncio.gather(*saves)
+    for series_id in ids:
+        assert len(await read(series, series_id)) == 50
+        assert len(await read(series, series_id, "sen:t")) == 50
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [text for text in warnings if "batch" in text.lower()] == []
