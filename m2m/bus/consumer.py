@@ -95,12 +95,12 @@ class Consumer:
         except InvalidMessage as exc:
             self._count_invalid(exc, message.body)
             return True
-        channel = envelope.address.channel
+        channel = envelope.channel
         if channel is not None and channel != self.channel:
             self.stats.skipped += 1
             return True
         message.enable_async()
-        task = asyncio.ensure_future(self._handle(envelope, message))
+        task = asyncio.get_running_loop().create_task(self._handle(envelope, message))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return None

@@ -16,6 +16,8 @@ from typing import Any
 from m2m.errors import M2MError
 
 _ENVELOPE_KEYS = ("_to", "_from", "_call", "_time")
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every message (``json.dumps`` with options builds one per call)."""
 
 
 class InvalidMessage(M2MError):
@@ -66,6 +68,13 @@ class Envelope:
         return Address.parse(self.to)
 
     @property
+    def channel(self) -> str | None:
+        """The channel ``_to`` names, if any."""
+        if "/" not in self.to:
+            return None  # the common case, on every message consumed: nothing to parse
+        return self.address.channel
+
+    @property
     def topic(self) -> str:
         if self.to and "/" not in self.to and ";" not in self.to:
             return self.to  # the common case, on every publish: nothing to parse
@@ -74,7 +83,7 @@ class Envelope:
     def to_json(self) -> bytes:
         body = {"_to": self.to, "_from": self.sender, "_call": self.call, "_time": self.time}
         body.update(self.fields)
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return _JSON.encode(body).encode()
 
     @classmethod
     def from_json(cls, body: bytes) -> Envelope:

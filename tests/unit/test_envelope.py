@@ -53,3 +53,17 @@ def test_address_parts() -> None:
     assert Address.parse("receivers;device_id=x").channel is None
     with pytest.raises(InvalidMessage):
         Address.parse(";device_id=x")
+
+
+@pytest.mark.parametrize(
+    ("to", "channel"),
+    [
+        ("storage", None),
+        ("receivers/receiver-h-1#ephemeral;device_id=d", "receiver-h-1#ephemeral"),
+        ("storage;path=/a/b", None),  # a slash in a parameter names no channel
+        ("receivers/", None),
+    ],
+)
+def test_the_channel_a_message_is_addressed_to(to: str, channel: str | None) -> None:
+    envelope = Envelope.make(to, "call", "tests")
+    assert envelope.channel == channel == envelope.address.channel
