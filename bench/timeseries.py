@@ -4,8 +4,8 @@ Writes: ``TimeSeries.save`` against its ceiling, the same two INSERTs per record
 straight from the driver's ``execute_async`` with its callbacks, as many in flight as the
 Database allows (``cassandra.max_in_flight``). ``save`` pays for the asyncio bridge and
 the record handling, and gains from its rows sharing unlogged batches when many saves
-are under way (``Database.write_rows``), so the ratio can pass 100 %. Reads: a series of many records over twelve months, read whole,
-newest first then oldest first.
+are under way (``Database.write_rows``), so the ratio can pass 100 %. Reads: a series of
+many records over twelve months, read whole, newest first then oldest first.
 
 Everything happens in a throw-away keyspace (the configured one with a random suffix),
 dropped at the end.
