@@ -50,6 +50,11 @@ class NsqConfig(_Section):
     topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,40}$")
     """Put before every NSQ topic name, so platforms (staging, tests) can share one NSQ
     cluster without consuming each other's messages. Empty: the original topic names."""
+    max_in_flight: int = Field(1000, ge=1, le=2500)
+    """Messages nsqd may have out to one consumer at once (across its nsqd connections).
+    Each stays out for nsqd's output buffering, the write and the FIN, about 0.1 s under
+    load, so this caps a worker's rate: 200 held one near 2,000 messages/s. At most
+    nsqd's ``--max-rdy-count`` (2,500 by default)."""
 
 
 class ListenConfig(_Section):

@@ -47,14 +47,12 @@ class Consumer:
         handler: Handler,
         config: NsqConfig,
         *,
-        max_in_flight: int = 200,
         requeue_delay: int = 1,
     ) -> None:
         self.topic = topic
         self.channel = channel
         self._handler = handler
         self._config = config
-        self._max_in_flight = max_in_flight
         self._requeue_delay = requeue_delay
         self._reader: nsq.Reader | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -71,7 +69,7 @@ class Consumer:
             nsqd_tcp_addresses=list(self._config.nsqd_tcp_addresses),
             lookupd_http_addresses=list(self._config.lookupd_http_addresses),
             lookupd_poll_interval=self._config.lookupd_poll_interval,
-            max_in_flight=self._max_in_flight,
+            max_in_flight=self._config.max_in_flight,
             max_tries=0,  # never give up on a message: its data would be lost
             requeue_delay=self._requeue_delay,
             # nsqd otherwise holds messages up to 250 ms before sending them on: at every

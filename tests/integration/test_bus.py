@@ -47,18 +47,23 @@ async def _consume(topic: str, handler: Handler) -> Consumer:
     return consumer
 
 
+async def _consume_numbers(topic: str) -> tuple[Consumer, list[int]]:
+    """A consumer noting each message's ``n``, and the list it notes them in."""
+    seen: list[int] = []
+
+    async def handle(envelope: Envelope) -> None:
+        seen.append(envelope.fields["n"])
+
+    return await _consume(topic, handle), seen
+
+
 def _message(topic: str, n: int, **extra: object) -> Envelope:
     return Envelope.make(topic, "test_call", "tests/bus", n=n, **extra)
 
 
 async def test_every_published_message_is_consumed_once(publisher: Publisher) -> None:
     topic = _topic()
-    seen: list[int] = []
-
-    async def handle(envelope: Envelope) -> None:
-        seen.append(envelope.fields["n"])
-
-    consumer = await _consume(topic, handle)
+    consumer, seen = await _consume_numbers(topic)
     for n in range(3000):
         assert publisher.publish(_message(topic, n))
     assert await publisher.flush(timeout=30)
@@ -74,12 +79,7 @@ async def test_invalid_and_misaddressed_messages_are_finished_not_retried(
     publisher: Publisher,
 ) -> None:
     topic = _topic()
-    seen: list[int] = []
-
-    async def handle(envelope: Envelope) -> None:
-        seen.append(envelope.fields["n"])
-
-    consumer = await _consume(topic, handle)
+    consumer, seen = await _consume_numbers(topic)
     publisher.publish_body(topic, b"not json at all")
     publisher.publish_body(topic, b'{"_to":"x","_from":"a/b"}')
     publisher.publish(Envelope.make(f"{topic}/another-channel", "test_call", "tests/bus", n=-1))
@@ -165,12 +165,7 @@ async def test_messages_handled_before_close_are_finished_not_redelivered(
 ) -> None:
     """Consumers gather their FINs for a few milliseconds: closing writes them first."""
     topic = _topic()
-    seen: list[int] = []
-
-    async def handle(envelope: Envelope) -> None:
-        seen.append(envelope.fields["n"])
-
-    consumer = await _consume(topic, handle)
+    consumer, seen = await _consume_numbers(topic)
     for n in range(500):
         publisher.publish(_message(topic, n))
     assert await publisher.flush(timeout=30)
