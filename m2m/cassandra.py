@@ -333,9 +333,10 @@ class _RowBatcher:
         for statement in statements:
             partition = statement.routing_key
             replicas = metadata.get_replicas(keyspace, partition) if partition else []
-            queue = self._queues.get(replicas[0] if replicas else None)
+            replica = replicas[0] if replicas else None
+            queue = self._queues.get(replica)
             if queue is None:
-                queue = self._queues[replicas[0] if replicas else None] = deque()
+                queue = self._queues[replica] = deque()
             size = sum(len(value) for value in statement.values if isinstance(value, bytes))
             queue.append(_Row(statement, partition, size, writes))
         self._send_waiting()

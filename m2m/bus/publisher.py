@@ -5,8 +5,9 @@ per topic is out to nsqd at a time — a single PUB when one message waits, an M
 ``max_batch`` when more do, so batches grow exactly when load does. A batch leaves
 ``linger`` seconds after its first message was queued (at once when ``max_batch`` wait):
 each write to nsqd costs a system call that, on loopback, also delivers to nsqd, so a
-couple of milliseconds of latency buy batches instead of one write per message. A message leaves the
-queue only once nsqd acknowledged it; a failed batch goes back to the front and is retried.
+couple of milliseconds of latency buy batches instead of one write per message. A
+message leaves the queue only once nsqd acknowledged it; a failed batch goes back to the
+front and is retried.
 
 When nsqd cannot take messages the queues grow. Past ``high_water`` buffered messages the
 publisher tells its pressure listeners to stop reading from devices (back-pressure), and
