@@ -6,25 +6,32 @@ both in-process code and ``m2m`` subprocesses use, so tests see what a user woul
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from cassandra.cluster import Cluster, Session
 
 from m2m.cassandra import Database, connect_session
-from m2m.config import Config, load_config
+from m2m.config import Config, NsqConfig, load_config
 from m2m.schema import drop_keyspace
+from m2m.stack.nsq import HOST as NSQD_HOST
+from m2m.stack.nsq import NSQD_HTTP_PORT
 
 M2M = str(Path(sys.executable).parent / "m2m")
 
@@ -41,6 +48,24 @@ def run_m2m(
             f"{result.stdout.decode(errors='replace')}{result.stderr.decode(errors='replace')}"
         )
     return result
+
+
+async def channel_stats(nsq: NsqConfig, topic: str, channel: str) -> dict[str, Any]:
+    """nsqd's counters (depth, in flight, requeued, ...) for a channel of a platform topic."""
+    nsq_topic = nsq.topic_prefix + topic
+    query = urllib.parse.urlencode({"format": "json", "topic": nsq_topic, "channel": channel})
+    url = f"http://{NSQD_HOST}:{NSQD_HTTP_PORT}/stats?{query}"
+
+    def fetch() -> Any:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+
+    stats = await asyncio.to_thread(fetch)
+    for found in stats["topics"]:
+        for stats_of_channel in found["channels"]:
+            if stats_of_channel["channel_name"] == channel:
+                return dict(stats_of_channel)
+    raise AssertionError(f"nsqd has no channel {nsq_topic}/{channel}")
 
 
 @pytest.fixture(scope="session")

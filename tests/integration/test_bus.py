@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
@@ -15,8 +12,7 @@ from m2m.bus.consumer import Consumer, Handler
 from m2m.bus.envelope import Envelope
 from m2m.bus.publisher import Publisher
 from m2m.config import NsqConfig
-from m2m.stack.nsq import NSQD_HTTP_PORT
-from tests.conftest import run_m2m
+from tests.conftest import channel_stats, run_m2m
 
 NSQ = NsqConfig(lookupd_poll_interval=1)
 
@@ -152,14 +148,6 @@ async def test_back_pressure_then_drops_are_counted(stack: None) -> None:
     assert publisher.stats.dropped == 2 and publisher.buffered == 6
 
 
-def _channel_stats(topic: str, channel: str) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{NSQD_HTTP_PORT}/stats?format=json&topic={topic}&channel={channel}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        (entry,) = json.load(response)["topics"]
-    (stats,) = entry["channels"]
-    return dict(stats)
-
-
 async def test_messages_handled_before_close_are_finished_not_redelivered(
     publisher: Publisher,
 ) -> None:
@@ -172,6 +160,6 @@ async def test_messages_handled_before_close_are_finished_not_redelivered(
     await _eventually(lambda: len(seen) >= 500)
     await consumer.close()
     await asyncio.sleep(0.5)  # nsqd takes the connection's end into account
-    stats = await asyncio.to_thread(_channel_stats, topic, "tests")
+    stats = await channel_stats(NSQ, topic, "tests")
     assert (stats["depth"], stats["in_flight_count"], stats["requeue_count"]) == (0, 0, 0)
     assert sorted(seen) == list(range(500))

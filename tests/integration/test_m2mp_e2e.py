@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import signal
 import struct
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -59,10 +57,8 @@ from m2m.registry.device import (
 )
 from m2m.registry.routes import Route
 from m2m.services import STORAGE_CHANNEL
-from m2m.stack.nsq import HOST as NSQD_HOST
-from m2m.stack.nsq import NSQD_HTTP_PORT
 from m2m.timeseries import Record, TimeSeries
-from tests.conftest import FAST_TIMING, Platform, run_m2m, start_platform
+from tests.conftest import FAST_TIMING, Platform, channel_stats, run_m2m, start_platform
 
 HOST = "127.0.0.1"
 WAIT = 30.0
@@ -195,24 +191,6 @@ class BusTap:
 
     async def close(self) -> None:
         await self._consumer.close()
-
-
-async def channel_stats(nsq: NsqConfig, topic: str, channel: str) -> dict[str, Any]:
-    """nsqd's counters (depth, in flight, requeued, ...) for a channel of a platform topic."""
-    nsq_topic = nsq.topic_prefix + topic
-    query = urllib.parse.urlencode({"format": "json", "topic": nsq_topic, "channel": channel})
-    url = f"http://{NSQD_HOST}:{NSQD_HTTP_PORT}/stats?{query}"
-
-    def fetch() -> Any:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.load(response)
-
-    stats = await asyncio.to_thread(fetch)
-    for found in stats["topics"]:
-        for stats_of_channel in found["channels"]:
-            if stats_of_channel["channel_name"] == channel:
-                return dict(stats_of_channel)
-    raise AssertionError(f"nsqd has no channel {nsq_topic}/{channel}")
 
 
 async def control_stats(nsq: NsqConfig, receiver: str) -> dict[str, Any]:
@@ -1212,9 +1190,16 @@ async def test_a_storage_worker_killed_mid_stream_loses_and_duplicates_nothing(
                 partial(_has_at_least, 20),
                 "the first records stored",
             )
+            # Stopped first, it holds what nsqd sends it from then on, unfinished: the kill
+            # then surely takes messages with it, whatever the worker's pace.
+            storing.process.send_signal(signal.SIGSTOP)
+            await eventually(
+                partial(channel_stats, nsq, topics.STORAGE, STORAGE_CHANNEL),
+                lambda stats: stats["in_flight_count"] > 0,
+                "messages in the stopped worker's hands",
+            )
             storing.process.kill()
             assert storing.process.wait(timeout=30) != 0
-            held = await channel_stats(nsq, topics.STORAGE, STORAGE_CHANNEL)
             await wait_for_more(sent, 100)
             storing = await asyncio.to_thread(start_platform, own_topics, tmp_path, "storage")
             await wait_for_more(sent, 100)
@@ -1224,4 +1209,3 @@ async def test_a_storage_worker_killed_mid_stream_loses_and_duplicates_nothing(
     finally:
         await asyncio.to_thread(receiving.stop)
         await asyncio.to_thread(storing.stop)
-    assert held["in_flight_count"] > 0, "the worker was killed with nothing in hand"
