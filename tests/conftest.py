@@ -18,10 +18,10 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -34,6 +34,10 @@ from m2m.stack.nsq import HOST as NSQD_HOST
 from m2m.stack.nsq import NSQD_HTTP_PORT
 
 M2M = str(Path(sys.executable).parent / "m2m")
+WAIT = 30.0
+"""Seconds a test waits for something the platform does in the background."""
+
+T = TypeVar("T")
 
 
 def run_m2m(
@@ -66,6 +70,25 @@ async def channel_stats(nsq: NsqConfig, topic: str, channel: str) -> dict[str, A
             if stats_of_channel["channel_name"] == channel:
                 return dict(stats_of_channel)
     raise AssertionError(f"nsqd has no channel {nsq_topic}/{channel}")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    accept: Callable[[T], bool],
+    what: str,
+    timeout: float = WAIT,
+) -> T:
+    """Call ``probe`` until ``accept`` takes its result; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{what}: not reached in {timeout:.0f} s; last seen {value!r:.600}"
+            )
+        await asyncio.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

@@ -1,23 +1,16 @@
 """What the management command tests share: running ``m2m`` as a person does, and checking
-what it printed, how it failed, and results that take a moment to show."""
+what it printed and how it failed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import subprocess
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tests.conftest import run_m2m
-
-WAIT = 30.0
-"""Seconds any result may take to show up before a test gives up on it."""
-
-T = TypeVar("T")
 
 
 def new_ident() -> str:
@@ -58,20 +51,3 @@ def failed_in_one_line(result: subprocess.CompletedProcess[bytes], *fragments: s
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    accept: Callable[[T], bool],
-    what: str,
-    timeout: float = WAIT,
-) -> T:
-    """Call ``probe`` until ``accept`` takes its result; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout:.0f} s; last seen {value!r}")
-        await asyncio.sleep(0.2)

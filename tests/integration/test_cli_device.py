@@ -23,10 +23,8 @@ from m2m.receivers.m2mp.client import M2MPClient
 from m2m.registry.device import DefaultDevice, Device, device_id_for
 from m2m.registry.domain import Domains
 from m2m.timeseries import TimeSeries
-from tests.conftest import Platform, free_port, run_m2m, start_platform
+from tests.conftest import WAIT, Platform, eventually, free_port, run_m2m, start_platform
 from tests.integration.cli_checks import (
-    WAIT,
-    eventually,
     failed_in_one_line,
     fails,
     m2m,

@@ -17,12 +17,12 @@ import signal
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -58,15 +58,19 @@ from m2m.registry.device import (
 from m2m.registry.routes import Route
 from m2m.services import STORAGE_CHANNEL
 from m2m.timeseries import Record, TimeSeries
-from tests.conftest import FAST_TIMING, Platform, channel_stats, run_m2m, start_platform
+from tests.conftest import (
+    FAST_TIMING,
+    WAIT,
+    Platform,
+    channel_stats,
+    eventually,
+    run_m2m,
+    start_platform,
+)
 
 HOST = "127.0.0.1"
-WAIT = 30.0
-"""Seconds any result may take to show up before a test gives up on it."""
 VECTORS = Path("/work/shared/vectors/m2mp-c-client-startup.txt")
 TESTS_ADDRESS = "tests/m2mp-e2e"
-
-T = TypeVar("T")
 
 
 # --- Helpers ----------------------------------------------------------------------------
@@ -74,25 +78,6 @@ T = TypeVar("T")
 
 def new_ident(label: str) -> str:
     return f"e2e-{label}-{uuid.uuid4().hex[:12]}"
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    accept: Callable[[T], bool],
-    what: str,
-    timeout: float = WAIT,
-) -> T:
-    """Call ``probe`` until ``accept`` takes its result; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{what}: not reached in {timeout:.0f} s; last seen {value!r:.600}"
-            )
-        await asyncio.sleep(0.1)
 
 
 async def connect(port: int, *, answer_server_pings: bool = True) -> tuple[M2MPClient, str]:
