@@ -8,20 +8,24 @@ other fields belong to the call; extra ones are kept and passed on, never refuse
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from m2m.errors import M2MError
+from m2m.errors import InvalidInput
 
 _ENVELOPE_KEYS = ("_to", "_from", "_call", "_time")
+_NOT_A_TOPIC = "/;"
+"""What an address cannot start with: it would name no topic."""
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 """One encoder for every message (``json.dumps`` with options builds one per call)."""
 
 
-class InvalidMessage(M2MError):
-    """A bus message that is not an envelope: it is logged, counted and finished."""
+class InvalidMessage(InvalidInput):
+    """A bus message that is not an envelope, or that its call refuses: logged, counted and
+    finished."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,8 @@ class Envelope:
             decoded = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidMessage(f"not a JSON message: {exc}") from exc
+        except RecursionError:
+            raise InvalidMessage("not a JSON message: nested too deep to decode") from None
         if not isinstance(decoded, dict):
             raise InvalidMessage("a message must be a JSON object")
         missing = [key for key in ("_to", "_from", "_call") if not decoded.get(key)]
@@ -98,8 +104,10 @@ class Envelope:
             raise InvalidMessage(f"message lacks {', '.join(missing)}")
         if not all(isinstance(decoded[key], str) for key in ("_to", "_from", "_call")):
             raise InvalidMessage("_to, _from and _call must be strings")
+        if decoded["_to"][0] in _NOT_A_TOPIC:
+            raise InvalidMessage(f"_to {decoded['_to']!r:.80} names no topic")
         sent = decoded.get("_time", 0)
-        if isinstance(sent, bool) or not isinstance(sent, int | float):
+        if isinstance(sent, bool) or not isinstance(sent, int | float) or not math.isfinite(sent):
             raise InvalidMessage("_time must be unix seconds")
         fields = {k: v for k, v in decoded.items() if k not in _ENVELOPE_KEYS}
         return cls(decoded["_to"], decoded["_from"], decoded["_call"], sent, fields)

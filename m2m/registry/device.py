@@ -9,10 +9,14 @@ its ack time. The device acknowledging the pending value removes it from
 ``settings-to-send`` and stamps ``settings-ack-time/<name>`` (unix seconds); the value it
 reports is stored in ``settings`` either way. Commands: ``commands/<uuid>`` = text until
 acknowledged, the response in ``commands-response/<uuid>``.
+
+A device's records are kept in the series ``dev-<uuid>``; those of a listed sensor also
+note the sensor under ``listed-sensors/<name>/`` (see :mod:`device_series`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import uuid
@@ -22,6 +26,7 @@ from datetime import datetime
 
 from m2m.cassandra import Database
 from m2m.errors import M2MError
+from m2m.registry.device_series import SERIES_PREFIX
 from m2m.registry.domain import DEFAULT_DOMAIN, Domain, Domains
 from m2m.registry.named import EntityExistsError, EntityNotFoundError
 from m2m.registry.node import NodeStatus, RegistryNode
@@ -67,7 +72,7 @@ class Device:
     @property
     def series_id(self) -> str:
         """The time series the device's records are kept in."""
-        return f"dev-{self.id}"
+        return f"{SERIES_PREFIX}{self.id}"
 
     def _child(self, name: str) -> RegistryNode:
         return self.node.child(name)
@@ -153,9 +158,11 @@ class Device:
     async def routes(self) -> list[Route]:
         return parse_routes(await self._child("channel-translation").values())
 
-    async def router(self) -> ChannelRouter:
-        """This device's rules, then the default device's, ready to route channels."""
-        return ChannelRouter(await self.routes(), await DefaultDevice(self.database).routes())
+    async def router(self, cache_size: int) -> ChannelRouter:
+        """This device's rules, then the default device's, ready to route channels; the
+        topics of ``cache_size`` channels are remembered."""
+        own, default = await asyncio.gather(self.routes(), DefaultDevice(self.database).routes())
+        return ChannelRouter(own, default, cache_size)
 
     # -- listed sensors ----------------------------------------------------------------
 

@@ -3,16 +3,18 @@
 A node path is absolute and ends with ``/`` (``/device/<uuid>/settings/``); the root is
 ``/``. The original platform stored paths in that form, so the same rows serve both. A
 path given without its trailing ``/`` is accepted and completed; anything that could
-name a node ambiguously (empty, ``.`` or ``..`` segments) or that could not be printed
-safely (control characters) is refused with an :class:`InvalidPathError` that names
-the path and the problem, before a single request is sent.
+name a node ambiguously (empty, ``.`` or ``..`` segments), that could not be printed
+safely (control characters) or stored at all (lone surrogates) is refused with an
+:class:`InvalidPathError` that names the path and the problem, before a single request
+is sent. A child's name is one segment: :func:`check_name` says whether it can be one.
 """
 
 from __future__ import annotations
 
 import re
 
-from m2m.errors import M2MError
+from m2m.errors import InvalidInput
+from m2m.text import utf8_size
 
 ROOT = "/"
 SEPARATOR = "/"
@@ -22,7 +24,7 @@ HIDDEN_PREFIX = "."
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-class InvalidPathError(M2MError):
+class InvalidPathError(InvalidInput):
     """A registry path or child name that cannot name a node; the message says why."""
 
     def __init__(self, path: str, problem: str) -> None:
@@ -39,6 +41,8 @@ def normalize_path(path: str) -> str:
         raise InvalidPathError(path, "it must be absolute (start with '/')")
     if _CONTROL_CHARACTER.search(path):
         raise InvalidPathError(path, "it contains a control character")
+    if utf8_size(path) is None:
+        raise InvalidPathError(path, "it contains a lone surrogate (not text)")
     completed = path if path.endswith(SEPARATOR) else path + SEPARATOR
     if completed != ROOT:
         for segment in completed[1:-1].split(SEPARATOR):
@@ -48,11 +52,17 @@ def normalize_path(path: str) -> str:
 
 def child_path(path: str, name: str) -> str:
     """The path of child ``name`` of the normalised ``path``; raises :class:`InvalidPathError`."""
+    check_name(name, path)
+    return f"{path}{name}{SEPARATOR}"
+
+
+def check_name(name: str, parent: str = "") -> None:
+    """Raise :class:`InvalidPathError` unless ``name`` can name a child (of ``parent``)."""
     if not name:
-        raise InvalidPathError(path, "a child name cannot be empty")
+        raise InvalidPathError(parent, "a child name cannot be empty")
     if SEPARATOR in name:
-        raise InvalidPathError(f"{path}{name}", "a child name cannot contain '/'")
-    return normalize_path(f"{path}{name}{SEPARATOR}")
+        raise InvalidPathError(f"{parent}{name}", "a child name cannot contain '/'")
+    normalize_path(f"{parent or ROOT}{name}{SEPARATOR}")
 
 
 def _check_segment(path: str, segment: str) -> None:

@@ -8,8 +8,9 @@ original platform matched) gives the topic. No match: the protocol's default top
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from m2m.errors import M2MError
@@ -57,20 +58,23 @@ def parse_routes(values: Mapping[str, str]) -> list[Route]:
 
 
 class ChannelRouter:
-    """A device's rules followed by the default device's, with compiled regexes."""
+    """A device's rules followed by the default device's, with compiled regexes.
 
-    def __init__(self, own: list[Route], default: list[Route]) -> None:
+    The topics of the ``cache_size`` channels used last are remembered: a device may send
+    on any number of channel names, and must not grow a receiver's memory with them.
+    """
+
+    def __init__(self, own: list[Route], default: list[Route], cache_size: int = 256) -> None:
         self._compiled: list[tuple[re.Pattern[str], str]] = []
         for route in (*own, *default):
             try:
                 self._compiled.append((re.compile(route.regex), route.topic))
             except re.error:
                 continue  # stored by someone who did not validate it: it can never match
-        self._cache: dict[str, str | None] = {}
+        first_match = functools.partial(_first_match, tuple(self._compiled))
+        self.topic_for: Callable[[str], str | None] = functools.lru_cache(cache_size)(first_match)
+        """The topic of the first rule that matches ``channel``; None if none does."""
 
-    def topic_for(self, channel: str) -> str | None:
-        if channel not in self._cache:
-            self._cache[channel] = next(
-                (topic for pattern, topic in self._compiled if pattern.search(channel)), None
-            )
-        return self._cache[channel]
+
+def _first_match(compiled: tuple[tuple[re.Pattern[str], str], ...], channel: str) -> str | None:
+    return next((topic for pattern, topic in compiled if pattern.search(channel)), None)

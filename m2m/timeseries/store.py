@@ -28,13 +28,12 @@ from m2m.timeseries.buckets import month_bucket
 from m2m.timeseries.errors import TimeSeriesError
 from m2m.timeseries.index_rows import MAX_TTL, IndexRowsWritten, index_ttl
 from m2m.timeseries.record import JsonValue, Record
+from m2m.timeseries.rules import TYPE_SEPARATOR, check_record_type, check_series_id, encode_data
 from m2m.timeseries.timerange import TimeRange
 from m2m.timeseries.timeuuids import new_timeuuid, time_of, utc
 
 ALL_TYPES = ""
 """The index's type for the buckets of a series whatever the type."""
-TYPE_SEPARATOR = "!"
-"""Joins id and type into the key of a single type's partitions."""
 
 INSERT_ROW = (
     "INSERT INTO timeseries (id, date, time, type, data) VALUES (?, ?, ?, ?, ?) USING TTL ?"
@@ -85,10 +84,11 @@ class TimeSeries:
         saving the same uuid again overwrites the record. ``ttl`` (seconds) makes every
         row written expire.
         """
-        _check_key(series_id, record_type)
+        check_series_id(series_id)
+        check_record_type(record_type)
         record = Record(series_id, record_type, *_time_and_uuid(time, uuid), data)
         ttl_seconds = _ttl_seconds(ttl)
-        text = _encode(data)
+        text = encode_data(data)
         bucket = month_bucket(record.time)
         typed_key = _typed_key(series_id, record_type)
         requests: list[tuple[str, Sequence[Any]]] = [
@@ -289,12 +289,9 @@ class TimeSeries:
 
 
 def _check_key(series_id: str, record_type: str | None) -> None:
-    if not series_id or TYPE_SEPARATOR in series_id:
-        raise TimeSeriesError(
-            f"a series id must be non-empty and without '{TYPE_SEPARATOR}': {series_id!r}"
-        )
-    if record_type == ALL_TYPES:
-        raise TimeSeriesError("a record type must be non-empty")
+    check_series_id(series_id)
+    if record_type is not None:
+        check_record_type(record_type)
 
 
 def _typed_key(series_id: str, record_type: str) -> str:
@@ -317,17 +314,6 @@ def _ttl_seconds(ttl: int | None) -> int:
     if not 1 <= ttl <= MAX_TTL:
         raise TimeSeriesError(f"ttl must be 1 to {MAX_TTL} seconds, not {ttl}")
     return ttl
-
-
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-"""Made once: ``json.dumps`` with options builds an encoder per call."""
-
-
-def _encode(data: JsonValue) -> str:
-    try:
-        return _COMPACT_JSON.encode(data)
-    except (TypeError, ValueError) as exc:
-        raise TimeSeriesError(f"record data is not JSON: {exc}") from None
 
 
 def _decode(text: str, series_id: str, uuid: UUID) -> JsonValue:

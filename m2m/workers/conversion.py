@@ -9,10 +9,13 @@ comes out.
 NSQ delivers at least once, so converting a message twice must give byte-identical
 records: nothing here reads a clock or a random source. A record at the message's own
 time keeps the receiver's ``date_uuid``; a record whose payload carries its own unix time
-gets a UUID at that time whose clock sequence and node are a hash of the message's
-``date_uuid``: redelivery reproduces it, and two frames with the same payload time still
-get two records. Messages from the original platform carry no ``date_uuid``; theirs is
-derived the same way from ``_time`` and a hash of the whole message.
+gets a UUID at that time whose clock sequence and node are a hash of what the device sent
+(its id, the channel and the data): redelivery reproduces it, and so does a device
+sending the frame again because its connection dropped before its ping was answered, so
+the record is stored once. Frames with the same time and different data are two
+records; the very same frame twice is one. Messages from the original platform carry no
+``date_uuid``; theirs is derived the same way from ``_time`` and a hash of the whole
+message.
 
 Decisions the spec leaves open:
 
@@ -30,6 +33,8 @@ Decisions the spec leaves open:
   ``disconnect_me`` goes back to the receiver that sent the message (its ``_from``), since
   connection ids are only unique within one receiver.
 - An array on a ``sen:`` channel must be exactly [4-byte time, value].
+- A channel no device record can be stored under (``lsen:..``, see
+  :func:`~m2m.registry.device_series.check_device_record_type`) is refused.
 - Produced messages carry the ``_time`` of the message they come from.
 """
 
@@ -48,6 +53,9 @@ from uuid import UUID
 
 from m2m.bus import topics
 from m2m.bus.envelope import Address, Envelope, InvalidMessage
+from m2m.errors import InvalidInput
+from m2m.registry.device_series import check_device_record_type
+from m2m.text import utf8_size
 from m2m.timeseries.errors import TimeSeriesError
 from m2m.timeseries.record import JsonValue
 from m2m.timeseries.timeuuids import seeded_timeuuid
@@ -83,9 +91,16 @@ def convert(envelope: Envelope) -> list[Envelope]:
         )
     source = _Source.of(envelope)
     if envelope.call == topics.DATA_ARRAY:
-        return [_store_record(source, _read_array(source.channel, _hex_items(envelope.fields)))]
-    data = _hex(_field(envelope.fields, "data", str), "data")
-    record = _store_record(source, _read_data(source.channel, data))
+        texts = [
+            _checked(item, str, f"data[{index}]")
+            for index, item in enumerate(_field(envelope.fields, "data", list))
+        ]
+        items = [_hex(text, f"data[{index}]") for index, text in enumerate(texts)]
+        reading = _read_array(source.channel, items)
+        return [_store_record(source, reading, texts)]
+    text = _field(envelope.fields, "data", str)
+    data = _hex(text, "data")
+    record = _store_record(source, _read_data(source.channel, data), [text])
     return [record, *_disconnect_requests(envelope, source, data)]
 
 
@@ -104,7 +119,7 @@ class _Source:
     def of(cls, envelope: Envelope) -> _Source:
         return cls(
             device_id=_device_id(envelope.fields),
-            channel=_field(envelope.fields, "channel", str),
+            channel=_channel(envelope.fields),
             time_uuid=_message_time_uuid(envelope),
             sent_at=envelope.time,
         )
@@ -233,11 +248,13 @@ def _text(data: bytes) -> str:
 # --- Produced messages ------------------------------------------------------------------
 
 
-def _store_record(source: _Source, reading: _Reading) -> Envelope:
+def _store_record(source: _Source, reading: _Reading, data: list[str]) -> Envelope:
+    """The record of a reading; ``data``: the message's hex text, what the device sent."""
     if reading.unix_time is None:
         time_uuid = source.time_uuid
     else:
-        time_uuid = _time_uuid(reading.unix_time, seed=source.time_uuid.bytes)
+        identity = "\0".join((str(source.device_id), source.channel, *data))
+        time_uuid = _time_uuid(reading.unix_time, seed=identity.encode())
     fields = {
         "key": f"{DEVICE_KEY_PREFIX}{source.device_id}",
         "type": source.channel,
@@ -272,7 +289,11 @@ def _connection_address(envelope: Envelope) -> Address:
     connection_id = _connection_id(envelope.fields)
     with contextlib.suppress(InvalidMessage):
         sender = Address.parse(envelope.sender)
-        if sender.topic == topics.RECEIVERS and sender.params.get("connection_id") == connection_id:
+        if (
+            sender.topic == topics.RECEIVERS
+            and sender.params.get("connection_id") == connection_id
+            and utf8_size(envelope.sender) is not None  # no receiver's channel is otherwise
+        ):
             return Address(sender.topic, sender.channel, {"connection_id": connection_id})
     return Address(topics.RECEIVERS, params={"connection_id": connection_id})
 
@@ -299,11 +320,13 @@ def _hex(text: str, what: str) -> bytes:
         raise InvalidMessage(f"{what} {reprlib.repr(text)} is not hex: {error}") from None
 
 
-def _hex_items(fields: Mapping[str, Any]) -> list[bytes]:
-    return [
-        _hex(_checked(item, str, f"data[{index}]"), f"data[{index}]")
-        for index, item in enumerate(_field(fields, "data", list))
-    ]
+def _channel(fields: Mapping[str, Any]) -> str:
+    channel = _field(fields, "channel", str)
+    try:
+        check_device_record_type(channel)
+    except InvalidInput as error:
+        raise InvalidMessage(f"channel {reprlib.repr(channel)}: {error}") from None
+    return channel
 
 
 def _device_id(fields: Mapping[str, Any]) -> UUID:
@@ -330,7 +353,11 @@ def _message_time_uuid(envelope: Envelope) -> UUID:
     """``date_uuid`` as the receiver decided it; for older messages, one derived from them."""
     text = envelope.fields.get("date_uuid")
     if text is None:
-        return _time_uuid(envelope.time, seed=envelope.to_json())
+        try:
+            seed = envelope.to_json()
+        except UnicodeEncodeError:
+            raise InvalidMessage("message holds a lone surrogate: it is not text") from None
+        return _time_uuid(envelope.time, seed=seed)
     text = _checked(text, str, "date_uuid")
     try:
         time_uuid = UUID(text)

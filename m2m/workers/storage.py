@@ -4,7 +4,11 @@ A record's UUID comes from the message (``date_uuid``, decided where the record 
 so a redelivered message overwrites its own record and nothing is duplicated. Messages
 from producers that send ``date_nano`` instead get a UUID derived from the message itself,
 deterministic for the same reason. Records of listed sensors (``lsen:<name>``) of a device
-also note the sensor on the device.
+(series ``dev-<uuid>``) also note the sensor on the device.
+
+Everything a message asks for is checked against the stores' rules before anything is
+written: a message they would refuse is refused whole (:class:`InvalidMessage`, finished
+by the consumer), never half-stored and retried.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from typing import Any
 from m2m.bus import topics
 from m2m.bus.envelope import Envelope, InvalidMessage
 from m2m.cassandra import Database
+from m2m.errors import InvalidInput
 from m2m.registry.device import Device
+from m2m.registry.device_series import device_of_series, listed_sensor
 from m2m.timeseries import TimeSeries, TimeSeriesError
+from m2m.timeseries.rules import check_record_type, check_series_id
 from m2m.timeseries.timeuuids import seeded_timeuuid, time_of
-
-LISTED_SENSOR_PREFIX = "lsen:"
-DEVICE_SERIES_PREFIX = "dev-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,10 @@ class StoreRequest:
     type: str
     uuid: uuid.UUID
     data: Any
+    device_id: str | None
+    """The device whose series ``key`` is, if it is a device's."""
+    listed_sensor: str | None
+    """The device's listed sensor the record is of, to note on the device."""
 
     @classmethod
     def of(cls, envelope: Envelope) -> StoreRequest:
@@ -48,7 +56,14 @@ class StoreRequest:
             raise InvalidMessage("store_ts needs a key and a type (non-empty strings)")
         if "data" not in fields:
             raise InvalidMessage("store_ts needs data")
-        return cls(key, record_type, _record_uuid(fields), fields["data"])
+        device_id = device_of_series(key)
+        try:
+            check_series_id(key)
+            check_record_type(record_type)
+            sensor = listed_sensor(record_type) if device_id is not None else None
+        except InvalidInput as exc:
+            raise InvalidMessage(f"store_ts refused: {exc}") from None
+        return cls(key, record_type, _record_uuid(fields), fields["data"], device_id, sensor)
 
 
 def _record_uuid(fields: Any) -> uuid.UUID:
@@ -62,7 +77,7 @@ def _record_uuid(fields: Any) -> uuid.UUID:
             moment = datetime.fromtimestamp(nanos // 1000 / 1_000_000, UTC)
             seed = json.dumps(fields, sort_keys=True, default=str).encode()
             return seeded_timeuuid(moment, seed)
-    except (ValueError, OverflowError, OSError, TimeSeriesError) as exc:
+    except (ValueError, OverflowError, OSError, RecursionError, TimeSeriesError) as exc:
         raise InvalidMessage(f"store_ts has an unusable time: {exc}") from None
     raise InvalidMessage("store_ts needs date_uuid (a time UUID) or date_nano (integer)")
 
@@ -80,10 +95,6 @@ class StorageWorker:
             )
         except TimeSeriesError as exc:  # refused as it is: retrying cannot help
             raise InvalidMessage(str(exc)) from exc
-        if request.type.startswith(LISTED_SENSOR_PREFIX) and request.key.startswith(
-            DEVICE_SERIES_PREFIX
-        ):
-            device = Device(self._database, request.key.removeprefix(DEVICE_SERIES_PREFIX))
-            await device.note_listed_sensor(
-                request.type.removeprefix(LISTED_SENSOR_PREFIX), record.time
-            )
+        if request.device_id is not None and request.listed_sensor is not None:
+            device = Device(self._database, request.device_id)
+            await device.note_listed_sensor(request.listed_sensor, record.time)

@@ -124,14 +124,14 @@ async def test_the_device_rules_win_over_the_default_rules(
     await add_route(default, Route.checked(0, f"^{channel}$", "default-first"))
     await add_route(device, Route.checked(20, "^sen:", "device-broad"))
     await add_route(device, Route.checked(10, "loc", "device-loc"))
-    router = await device.router()
+    router = await device.router(cache_size=256)
     assert router.topic_for(channel) == "device-broad"  # any device rule before defaults
     assert router.topic_for("sen:loc") == "device-loc"  # lower priority number first
     assert router.topic_for("xsen:locx") == "device-loc"  # unanchored, as the original
     assert router.topic_for("echo") is None
     await remove_route(device, 20, "^sen:")
     await remove_route(device, 10, "loc")
-    assert (await device.router()).topic_for(channel) == "default-first"
+    assert (await device.router(cache_size=256)).topic_for(channel) == "default-first"
     await remove_route(default, 0, f"^{channel}$")
     with pytest.raises(EntityNotFoundError):
         await remove_route(device, 10, "loc")

@@ -1,14 +1,18 @@
 """Every ALIP command the contract names, and every way a line can be refused."""
 
 import dataclasses
+import json
 import string
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from m2m.errors import InvalidInput
 from m2m.receivers.alip.commands import (
+    MAX_LAST_COUNT,
     AckAnswer,
     AckRequest,
     AlipError,
@@ -41,6 +45,10 @@ from m2m.receivers.alip.commands import (
     allowed_before_identification,
     parse_command,
 )
+from m2m.receivers.alip.processors import Reading, process_data
+from m2m.registry.device_series import check_device_record_type
+from m2m.timeseries.errors import TimeSeriesError
+from m2m.timeseries.rules import MAX_DATA_DEPTH, encode_data
 
 NOV_14_2023 = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 
@@ -261,8 +269,9 @@ def test_any_valid_ident_round_trips(ident_type: str, ident_id: str) -> None:
     assert parse_command(f"ID {ident}") == Identify(ident)
 
 
-_WORDS = st.text(st.characters(exclude_characters=" \n\r"), min_size=1)
-_RESTS = st.text(st.characters(exclude_characters="\n\r"))
+_WORDS = st.text(st.characters(exclude_characters=" \n\r", exclude_categories=["Cs"]), min_size=1)
+_RESTS = st.text(st.characters(exclude_characters="\n\r", exclude_categories=["Cs"]))
+"""Text a line decoded from bytes can hold: no lone surrogates (a line with one is refused)."""
 
 
 @given(_WORDS, _RESTS)
@@ -301,3 +310,242 @@ def test_any_arguments_to_a_known_command_give_a_command_or_an_alip_error(
         parse_command(start + arguments)
     except AlipError as error:
         assert str(error)
+
+
+# --- The store's rules, checked where the line arrives ----------------------------------
+
+LONE_SURROGATES = ["\ud800", "\udbff", "\udc00", "\udfff"]
+
+
+def nested_json(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "json_text",
+    [
+        '{"a\\ud800": 1}',
+        '"\\ud800"',
+        '["ok", "\\udfff"]',
+        '{"a": {"b": "x\\udc00y"}}',
+        '"\\udd1e\\ud834"',  # a pair in the wrong order is two lone surrogates
+    ],
+)
+def test_json_with_a_lone_surrogate_escape_is_refused(json_text: str) -> None:
+    line = f"J 1700000000 sen:x {json_text}"  # the escape as a device sends it: plain ASCII
+    with pytest.raises(AlipError) as raised:
+        parse_command(line.encode("ascii"))
+    assert str(raised.value) == "Invalid JSON: record data holds a lone surrogate: it is not text"
+
+
+def test_json_with_a_surrogate_pair_escape_is_the_character_it_encodes() -> None:
+    assert parse_command('J 1700000000 sen:x "\\ud834\\udd1e"') == JsonAt(
+        NOV_14_2023, "sen:x", "\U0001d11e"
+    )
+
+
+def test_json_nested_as_deep_as_the_store_allows_is_accepted() -> None:
+    command = parse_command(f"J 1700000000 sen:x {nested_json(MAX_DATA_DEPTH)}")
+    assert isinstance(command, JsonAt)
+    assert json.dumps(command.value, separators=(",", ":")) == nested_json(MAX_DATA_DEPTH)
+
+
+@pytest.mark.parametrize("depth", [MAX_DATA_DEPTH + 1, 200, 900, 1000, 2000, 100_000])
+def test_json_nested_deeper_than_the_store_allows_is_refused(depth: int) -> None:
+    with pytest.raises(AlipError, match=r"^Invalid JSON: "):
+        parse_command(f"J 1700000000 sen:x {nested_json(depth)}")
+
+
+def test_objects_nested_too_deep_are_refused_like_arrays() -> None:
+    text = '{"a":' * (MAX_DATA_DEPTH + 1) + "1" + "}" * (MAX_DATA_DEPTH + 1)
+    with pytest.raises(AlipError) as raised:
+        parse_command(f"J 1700000000 sen:x {text}")
+    assert str(raised.value) == f"Invalid JSON: record data is nested deeper than {MAX_DATA_DEPTH}"
+
+
+@pytest.mark.parametrize(
+    ("record_type", "reason"),
+    [
+        ("lsen:..", """Invalid type "lsen:..": invalid registry path"""),
+        ("lsen:.", "it contains a '.' segment"),
+        ("lsen:", "a child name cannot be empty"),
+        ("lsen:a/b", "a child name cannot contain '/'"),
+        ("lsen:a\x01b", "it contains a control character"),
+        ("x" * 1025, "a record type is 1025 bytes long, above 1024"),
+    ],
+)
+def test_json_under_a_type_no_device_record_can_have_is_refused(
+    record_type: str, reason: str
+) -> None:
+    with pytest.raises(AlipError) as raised:
+        parse_command(f"J 1700000000 {record_type} 1")
+    assert str(raised.value).startswith('Invalid type "')
+    assert reason in str(raised.value)
+
+
+def test_the_refused_type_is_quoted_briefly() -> None:
+    with pytest.raises(AlipError) as raised:
+        parse_command(f"J 1700000000 {'x' * 100_000} 1")
+    assert len(str(raised.value)) < 200
+
+
+def test_json_under_a_listed_sensor_is_accepted() -> None:
+    assert parse_command("J 1700000000 lsen:pressure 1013") == JsonAt(
+        NOV_14_2023, "lsen:pressure", 1013
+    )
+
+
+def test_a_reserved_type_is_refused_as_forbidden_before_its_name_is_checked() -> None:
+    with pytest.raises(AlipError, match=r'^Forbidden type "_\.\./x"'):
+        parse_command("J 1700000000 _../x 1")
+
+
+@pytest.mark.parametrize("count", [0, 1, MAX_LAST_COUNT])
+def test_db_last_lists_up_to_the_most_it_may(count: int) -> None:
+    assert parse_command(f"DB LAST {count}") == DebugLast(count)
+
+
+@pytest.mark.parametrize("count", [MAX_LAST_COUNT + 1, 10**6, 10**17])
+def test_db_last_refuses_to_list_more_than_the_most_it_may(count: int) -> None:
+    with pytest.raises(AlipError) as raised:
+        parse_command(f"DB LAST {count}")
+    assert str(raised.value) == f"DB LAST lists at most {MAX_LAST_COUNT} records, not {count}"
+
+
+def test_db_last_still_refuses_a_number_too_long_to_read() -> None:
+    with pytest.raises(AlipError, match=r'^Invalid count "1000000000000000000"'):
+        parse_command(f"DB LAST {10**18}")
+
+
+def test_every_refusal_of_the_parser_is_invalid_input_never_worth_retrying() -> None:
+    with pytest.raises(InvalidInput):
+        parse_command("J 1700000000 lsen:.. 1")
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["D T \ud800", "E 1700000000 SMS a\udfffb", "D sen:x \udc00", "J 1700000000 sen:\ud800 1"],
+)
+def test_a_str_line_with_a_lone_surrogate_is_refused(line: str) -> None:
+    """Bytes from the wire decode without lone surrogates; a str line is checked for them."""
+    with pytest.raises(AlipError, match=r"^Invalid line: it holds a lone surrogate"):
+        parse_command(line)
+
+
+# --- Properties: whatever the line, a refusal or a record the store accepts -------------
+
+_SURROGATE_TEXTS = st.tuples(
+    st.text(max_size=6), st.sampled_from(LONE_SURROGATES), st.text(max_size=6)
+).map("".join)
+_TEXTS = st.text(max_size=12) | _SURROGATE_TEXTS
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _TEXTS,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_TEXTS, children, max_size=3),
+    max_leaves=10,
+)
+_JSON_TEXTS = st.one_of(
+    st.builds(
+        lambda value, ascii: json.dumps(value, ensure_ascii=ascii), _JSON_VALUES, st.booleans()
+    ),
+    st.integers(0, 3 * MAX_DATA_DEPTH).map(nested_json),
+    st.text(string.digits + ' -_:.,{}[]"\\u' + "abcdefn", max_size=30),
+)
+_VALID_TIMES = st.sampled_from(["1700000000", "231114221320", "20231114221320.5"])
+_TIMES = st.one_of(_VALID_TIMES, _VALID_TIMES, _VALID_TIMES, st.text(string.digits, max_size=15))
+_TYPES = st.sampled_from(
+    [
+        "sen:x",
+        "lsen:p",
+        "lsen:..",
+        "lsen:",
+        "lsen:a/b",
+        "_x",
+        "L",
+        "G",
+        "T",
+        "LS:a",
+        "LS:..",
+        "echo",
+    ]
+) | st.lists(
+    st.sampled_from(["lsen:", "LS:", "/", ".", "\t", "\ud800", "x"]) | st.characters(),
+    min_size=1,
+    max_size=6,
+).map("".join)
+_CONTENTS = _TEXTS | st.sampled_from(["48.85,2.35", "7", "1700000000,48.85,2.35", "nan,1"])
+_JSON_LINES = st.builds(lambda *parts: "J " + " ".join(parts), _TIMES, _TYPES, _JSON_TEXTS)
+_STR_LINES = st.one_of(
+    _JSON_LINES,
+    _JSON_LINES,
+    st.builds(lambda *parts: "D " + " ".join(parts), _TYPES, _CONTENTS),
+    st.builds(lambda *parts: "E " + " ".join(parts), _TIMES, _TYPES, _CONTENTS),
+    st.lists(st.sampled_from(["J ", "D ", " ", "\ud800", "\r"]) | st.characters(), max_size=12).map(
+        "".join
+    ),
+)
+_BYTES_LINES = st.binary(max_size=40) | _STR_LINES.map(
+    lambda line: line.encode("utf-8", "surrogatepass")
+)
+
+
+def check_what_the_store_gets(command: Any) -> None:
+    """What a JsonAt, Data or DataAt leads to is what the time series of a device accept."""
+    if isinstance(command, JsonAt):
+        check_device_record_type(command.type)
+        assert json.loads(encode_data(command.value).encode("utf-8")) == command.value
+    elif isinstance(command, Data | DataAt):
+        try:
+            processed = process_data(command.type, command.content)
+        except AlipError as error:
+            assert str(error)
+            return
+        if isinstance(processed, Reading):
+            check_device_record_type(processed.type)
+            encode_data(processed.value)
+
+
+@given(_BYTES_LINES)
+@example(b'J 1700000000 sen:x {"a\\ud800": 1}')
+@example(b"J 1700000000 lsen:.. 1")
+@example(b"D LS:.. 1")
+@example(b"D T \xed\xa0\x80")  # a surrogate encoded as if it were UTF-8: replaced
+@example(b"J 1700000000 sen:x " + nested_json(2000).encode())
+def test_any_bytes_line_gives_an_alip_error_or_a_record_the_store_accepts(line: bytes) -> None:
+    try:
+        command = parse_command(line)
+    except AlipError as error:
+        assert str(error)
+        return
+    check_what_the_store_gets(command)
+
+
+@given(_STR_LINES)
+@example('J 1700000000 sen:x {"a\\ud800": 1}')
+@example('J 1700000000 sen:x {"a\ud800": 1}')
+@example("J 1700000000 sen:\ud800 1")
+@example("D LS:\udfff 1")
+@example("E 1700000000 lsen:.. 1")
+def test_any_str_line_gives_an_alip_error_or_a_record_the_store_accepts(line: str) -> None:
+    try:
+        command = parse_command(line)
+    except AlipError as error:
+        assert str(error)
+        return
+    check_what_the_store_gets(command)
+
+
+@given(_VALID_TIMES, st.sampled_from(["sen:x", "lsen:p", "x_y"]), _JSON_VALUES)
+def test_a_json_value_is_accepted_exactly_when_the_store_accepts_it(
+    time: str, record_type: str, value: Any
+) -> None:
+    line = f"J {time} {record_type} {json.dumps(value)}"
+    try:
+        stored = encode_data(value)
+    except TimeSeriesError:  # NaN, infinities, lone surrogates
+        with pytest.raises(AlipError, match=r"^Invalid JSON: "):
+            parse_command(line.encode())
+        return
+    command = parse_command(line.encode())
+    assert isinstance(command, JsonAt)
+    assert command.type == record_type
+    assert encode_data(command.value) == stored

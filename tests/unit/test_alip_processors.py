@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from m2m.receivers.alip.commands import AlipError
 from m2m.receivers.alip.processors import Echo, Reading, process_data
+from m2m.registry.device_series import check_device_record_type
 
 NOV_14_2023 = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 
@@ -56,8 +57,8 @@ NOV_14_2023 = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
         ("E", "on", Reading("sen:engine", "on")),
         ("SMS", "hello, world", Reading("sen:sms_received", "hello, world")),
         ("VER", "1.2.3", Reading("sen:version", "1.2.3")),
-        ("LS:pressure", "1013", Reading("lsen:pressure", "1013", listed_sensor="pressure")),
-        ("LS:a:b", "x", Reading("lsen:a:b", "x", listed_sensor="a:b")),
+        ("LS:pressure", "1013", Reading("lsen:pressure", "1013")),
+        ("LS:a:b", "x", Reading("lsen:a:b", "x")),
         ("echo", "are you there ?", Echo("are you there ?")),
         ("echo", "", Echo("")),
         # Anything else is stored unchanged, content included.
@@ -99,8 +100,12 @@ def test_each_rule(device_type: str, content: str, expected: Reading | Echo) -> 
         ("G", "231314221320,48.85,2.35", "month must be in 1..12"),
         ("G", "1700000000,abc,2.35", 'Invalid location "abc,2.35": lat "abc" is not a number'),
         ("G", "1700000000,", 'Invalid location "": expected lat,lon'),
-        ("LS:", "1", 'Invalid listed sensor "LS:": expected a name without "/" after LS:'),
-        ("LS:a/b", "1", 'Invalid listed sensor "LS:a/b"'),
+        ("LS:", "1", 'Invalid listed sensor "LS:": a child name cannot be empty'),
+        ("LS:a/b", "1", 'Invalid listed sensor "LS:a/b": a child name cannot contain'),
+        ("LS:..", "1", """Invalid listed sensor "LS:..": it contains a '..' segment"""),
+        ("LS:.", "1", """Invalid listed sensor "LS:.": it contains a '.' segment"""),
+        ("LS:a\tb", "1", 'Invalid listed sensor "LS:a\tb": it contains a control character'),
+        ("x" * 1025, "1", "Invalid type"),
     ],
 )
 def test_malformed_content_is_refused_with_a_reason(
@@ -154,3 +159,84 @@ def test_stored_coordinates_are_always_finite(latitude: float, longitude: float)
         assert all(
             isinstance(value, float) and math.isfinite(value) for value in reading.value.values()
         )
+
+
+# --- Types a device's record cannot have: the store's rules, answered as ERR ------------
+
+
+@pytest.mark.parametrize(
+    ("device_type", "reason"),
+    [
+        ("LS:\x00", """Invalid listed sensor "LS:\x00": it contains a control character"""),
+        ("LS:a\x7f", "it contains a control character"),
+        ("LS:\x85", "it contains a control character"),
+        ("LS:../x", """Invalid listed sensor "LS:../x": a child name cannot contain '/'"""),
+        ("LS:/", "a child name cannot contain '/'"),
+        # A stored type that names a listed sensor is checked however the device wrote it.
+        ("lsen:..", """Invalid listed sensor "lsen:..": it contains a '..' segment"""),
+        ("lsen:", 'Invalid listed sensor "lsen:": a child name cannot be empty'),
+        ("lsen:a/b", "a child name cannot contain '/'"),
+        # Lone surrogates (only in a str, never from the wire) break the time series' rule.
+        ("LS:\ud800", 'Invalid type "LS:\ud800": a record type must be text without lone'),
+        ("sen:\udfff", 'Invalid type "sen:\udfff": a record type must be text without lone'),
+        ("é" * 513, "a record type is 1026 bytes long, above 1024"),
+    ],
+)
+def test_a_type_no_device_record_can_have_is_refused_with_a_reason(
+    device_type: str, reason: str
+) -> None:
+    with pytest.raises(AlipError) as raised:
+        process_data(device_type, "1")
+    assert reason in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("device_type", "stored_type"),
+    [
+        ("LS:" + "a" * 1019, "lsen:" + "a" * 1019),
+        ("x" * 1024, "x" * 1024),
+        ("é" * 512, "é" * 512),
+        ("A" + "1" * 1016, "sen:adc:" + "1" * 1016),
+    ],
+)
+def test_a_stored_type_of_exactly_1024_bytes_is_accepted(
+    device_type: str, stored_type: str
+) -> None:
+    assert process_data(device_type, "1") == Reading(stored_type, "1")
+
+
+@pytest.mark.parametrize(
+    "device_type", ["LS:" + "a" * 1020, "A" + "1" * 1017, "DI" + "1" * 1016, "x" * 1025]
+)
+def test_the_stored_type_not_the_device_s_is_what_must_fit(device_type: str) -> None:
+    with pytest.raises(AlipError) as raised:
+        process_data(device_type, "1")
+    assert str(raised.value).startswith(f'Invalid type "{device_type[:80]}": a record type is ')
+    assert "bytes long, above 1024" in str(raised.value)
+    assert len(str(raised.value)) < 200  # the type is quoted briefly
+
+
+def test_echo_stores_nothing_so_its_content_is_never_checked() -> None:
+    assert process_data("echo", "LS:..") == Echo("LS:..")
+
+
+_ANY_DEVICE_TYPES = st.lists(
+    st.sampled_from(["LS:", "lsen:", "A", "DI", "1", "/", ".", "\t", "\x85", "\ud800"])
+    | st.characters(),
+    min_size=1,
+    max_size=8,
+).map("".join)
+
+
+@given(_ANY_DEVICE_TYPES, _CONTENTS)
+def test_any_type_gives_a_record_a_device_may_have_or_an_alip_error(
+    device_type: str, content: str
+) -> None:
+    try:
+        result = process_data(device_type, content)
+    except AlipError as error:
+        assert str(error)
+        return
+    if isinstance(result, Reading):
+        check_device_record_type(result.type)
+        assert result.type.encode("utf-8")

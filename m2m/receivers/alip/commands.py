@@ -22,13 +22,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeAlias
 
-from m2m.errors import M2MError
+from m2m.errors import InvalidInput
 from m2m.receivers.alip.times import parse_device_time
+from m2m.registry.device_series import check_device_record_type
+from m2m.text import utf8_size
+from m2m.timeseries.rules import encode_data
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 
 DEFAULT_LAST_COUNT = 10
 """How many records `DB LAST` lists when the device does not say."""
+MAX_LAST_COUNT = 1000
+"""How many records `DB LAST` lists at most."""
 
 # Offsets, sizes and counters beyond this are nonsense, and int() refuses huge digit strings.
 _MAX_NUMBER_DIGITS = 18
@@ -36,7 +41,7 @@ _IDENT_PATTERN = re.compile(r"[a-z][0-9a-z]{2,6}:[a-zA-Z0-9]{4,20}")
 _RESERVED_TYPE_PREFIX = "_"
 
 
-class AlipError(M2MError):
+class AlipError(InvalidInput):
     """A line the server refuses: its message is answered as `ERR <message>`.
 
     The connection stays open, so one bad line never costs a device its session.
@@ -273,6 +278,8 @@ def parse_command(line: bytes | str) -> Command:
         # The original platform stored invalid UTF-8 with replacement characters, so
         # devices that send Latin-1 in an SMS keep working instead of getting errors.
         line = line.decode("utf-8", "replace")
+    elif utf8_size(line) is None:
+        raise AlipError("Invalid line: it holds a lone surrogate, which is not text")
     if line.endswith("\r"):
         line = line[:-1]
     return _parse_top_level(line)
@@ -375,12 +382,22 @@ _JSON_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_f
 
 
 def _json(text: str) -> JsonValue:
+    """A JSON value the time series can store (the store's own rule, checked here)."""
     try:
         value: JsonValue = _JSON_DECODER.decode(text)
+        encode_data(value)  # lone surrogates ("\ud800" escapes), nesting too deep
     # RecursionError: deeply nested arrays from a hostile or broken device.
     except (ValueError, RecursionError) as error:
         raise AlipError(f"Invalid JSON: {error}") from None
     return value
+
+
+def _record_type(text: str) -> str:
+    try:
+        check_device_record_type(text)
+    except InvalidInput as error:
+        raise AlipError(f'Invalid type "{text:.80}": {error}') from None
+    return text
 
 
 def _parse_identify(arguments: str) -> Identify:
@@ -404,7 +421,7 @@ def _parse_json_at(arguments: str) -> JsonAt:
             f'Forbidden type "{type_}": types starting with "{_RESERVED_TYPE_PREFIX}" '
             "are the server's own"
         )
-    return JsonAt(_time(time), type_, _json(text))
+    return JsonAt(_time(time), _record_type(type_), _json(text))
 
 
 def _parse_setting_get(arguments: str) -> SettingGet | SettingsGetPending:
@@ -428,6 +445,8 @@ def _parse_debug_add_command(arguments: str) -> DebugAddCommand:
 
 def _parse_debug_last(arguments: str) -> DebugLast:
     count = _optional_number(arguments, "count", "DB LAST [<n>]")
+    if count is not None and count > MAX_LAST_COUNT:
+        raise AlipError(f"DB LAST lists at most {MAX_LAST_COUNT} records, not {count}")
     return DebugLast() if count is None else DebugLast(count)
 
 

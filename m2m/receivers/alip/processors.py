@@ -15,11 +15,13 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
+from m2m.errors import InvalidInput
 from m2m.receivers.alip.commands import AlipError, JsonValue
 from m2m.receivers.alip.times import parse_device_time
+from m2m.registry.device_series import LISTED_SENSOR_PREFIX, check_device_record_type
+from m2m.registry.paths import InvalidPathError
 
 LOCATION_TYPE = "sen:loc"
-LISTED_SENSOR_TYPE_PREFIX = "lsen:"
 
 _STORED_AS_IS: dict[str, str] = {
     "T": "sen:temp",
@@ -47,14 +49,12 @@ class Reading:
     """A value to store for the device, under its stored type.
 
     `time` is the record time when the content carries one (`G`); None means the
-    command's own time (now for `D`, its time for `E`). `listed_sensor` names the
-    listed sensor (`LS:<name>`) the session must also record on the device.
+    command's own time (now for `D`, its time for `E`).
     """
 
     type: str
     value: JsonValue
     time: datetime | None = None
-    listed_sensor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +67,22 @@ class Echo:
 def process_data(device_type: str, content: str) -> Reading | Echo:
     """Map a device's short type and raw content to what to store (or to echo back).
 
-    Raises `AlipError` when `L` or `G` content is malformed, or a listed sensor has no
-    usable name.
+    Raises `AlipError` when `L` or `G` content is malformed, or when the type is one the
+    platform cannot store a device's record under (a listed sensor whose name cannot name
+    a registry node, a type too long): the store's own rules, checked here.
     """
+    processed = _processed(device_type, content)
+    if isinstance(processed, Reading):
+        try:
+            check_device_record_type(processed.type)
+        except InvalidPathError as error:  # a listed sensor's name
+            raise AlipError(f'Invalid listed sensor "{device_type:.80}": {error.problem}') from None
+        except InvalidInput as error:
+            raise AlipError(f'Invalid type "{device_type:.80}": {error}') from None
+    return processed
+
+
+def _processed(device_type: str, content: str) -> Reading | Echo:
     stored_type = _STORED_AS_IS.get(device_type)
     if stored_type is not None:
         return Reading(stored_type, content)
@@ -126,11 +139,5 @@ def _timed_location(content: str) -> Reading:
 
 
 def _listed_sensor(name: str, content: str) -> Reading:
-    # The name becomes a registry node under the device (listed-sensors/<name>/):
-    # a "/" would silently create nested nodes instead.
-    if not name or "/" in name:
-        raise AlipError(
-            f'Invalid listed sensor "{_LISTED_SENSOR_PREFIX}{name}": '
-            'expected a name without "/" after LS:'
-        )
-    return Reading(LISTED_SENSOR_TYPE_PREFIX + name, content, listed_sensor=name)
+    # Its name becomes a registry node under the device: process_data checks it can.
+    return Reading(LISTED_SENSOR_PREFIX + name, content)
