@@ -23,7 +23,14 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Seque
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cassandra import ConsistencyLevel, DriverException
+from cassandra import (
+    ConsistencyLevel,
+    CoordinationFailure,
+    DriverException,
+    OperationTimedOut,
+    Timeout,
+)
+from cassandra import Unavailable as ReplicasUnavailable
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -33,13 +40,18 @@ from cassandra.cluster import (
     ResponseFuture,
     Session,
 )
-from cassandra.connection import ConnectionBusy
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.connection import ConnectionBusy, ConnectionException
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    TokenAwarePolicy,
+)
 from cassandra.pool import Host
+from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
 from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement
 
 from m2m.config import CassandraConfig
-from m2m.errors import M2MError
+from m2m.errors import M2MError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +61,32 @@ Row = Any
 
 class DatabaseError(M2MError):
     """Cassandra cannot be reached or refused a request; the message says which."""
+
+
+class DatabaseUnavailable(DatabaseError, Unavailable):
+    """Cassandra did not answer, or not enough of its replicas could: try again later."""
+
+
+_TRANSIENT_FAILURES = (
+    ReplicasUnavailable,
+    Timeout,
+    CoordinationFailure,
+    OperationTimedOut,
+    NoHostAvailable,
+    ConnectionException,
+    OverloadedErrorMessage,
+    IsBootstrappingErrorMessage,
+)
+"""What the driver raises when Cassandra, not the request, is the problem."""
+
+
+def _as_raised(failure: BaseException) -> BaseException:
+    """What a request's failure is raised as: an outage as :class:`DatabaseUnavailable`."""
+    if isinstance(failure, _TRANSIENT_FAILURES) and not _never_sent(failure):
+        unavailable = DatabaseUnavailable(f"Cassandra unavailable: {failure}")
+        unavailable.__cause__ = failure  # raised from the driver's error, wherever raised
+        return unavailable
+    return failure
 
 
 def consistency_level(name: str) -> int:
@@ -75,6 +113,9 @@ def open_cluster(config: CassandraConfig) -> Cluster:
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=auth,
         protocol_version=5,
+        # The driver's default waits up to 10 minutes between attempts to reach a node
+        # that went down: once it is back, workers holding messages would wait that long.
+        reconnection_policy=ExponentialReconnectionPolicy(RECONNECT_FIRST, RECONNECT_MAX),
     )
 
 
@@ -89,8 +130,18 @@ def connect_session(config: CassandraConfig) -> tuple[Cluster, Session]:
         raise DatabaseError(f"cannot use Cassandra at {where}: {exc}") from exc
 
 
+RECONNECT_FIRST = 0.5
+RECONNECT_MAX = 10.0
+"""Seconds between the driver's attempts to reach a node that went down: doubling, capped."""
+
+
 class Database:
-    """One process's handle on the keyspace, for asyncio code."""
+    """One process's handle on the keyspace, for asyncio code.
+
+    A request that fails because Cassandra is down, overloaded or too slow raises
+    :class:`DatabaseUnavailable` (an :class:`~m2m.errors.Unavailable`); any other failure
+    is the driver's own exception.
+    """
 
     def __init__(
         self, cluster: Cluster, session: Session, keyspace: str, max_in_flight: int
@@ -214,9 +265,12 @@ class Database:
         await self._slots.acquire()
         try:
             response = self.session.execute_async(statement, params, paging_state=paging_state)
-        except BaseException:
+        except BaseException as exc:
             self._slots.release()
-            raise
+            raised = _as_raised(exc)
+            if raised is exc:
+                raise
+            raise raised from exc
         answered: asyncio.Future[ResponseFuture] = asyncio.get_running_loop().create_future()
         self.bridge().watch(response, self._settle_request, answered)
         return answered
@@ -233,7 +287,7 @@ class Database:
         if failure is None:
             answered.set_result(response)
         else:
-            answered.set_exception(failure)
+            answered.set_exception(_as_raised(failure))
 
     def bridge(self) -> _ResponseBridge:
         """The bridge to the running loop (a new one if the loop changed)."""
@@ -362,7 +416,7 @@ class _RowBatcher:
         try:
             response = self._database.session.execute_async(statement)
         except Exception as exc:
-            self._settle(rows, exc)
+            self._settle(rows, _as_raised(exc))
             return
         self._in_flight += 1
         self._database.bridge().watch(response, self._answered, (queue, rows))
@@ -380,7 +434,7 @@ class _RowBatcher:
             queue.extendleft(reversed(rows))
             asyncio.get_running_loop().call_later(_RETRY_UNSENT, self._send_waiting)
             return
-        self._settle(rows, failure)
+        self._settle(rows, None if failure is None else _as_raised(failure))
         self._send_waiting()
 
     @staticmethod

@@ -55,6 +55,9 @@ class NsqConfig(_Section):
     Each stays out for nsqd's output buffering, the write and the FIN, about 0.1 s under
     load, so this caps a worker's rate: 200 held one near 2,000 messages/s. At most
     nsqd's ``--max-rdy-count`` (2,500 by default)."""
+    max_attempts: int = Field(5, ge=1)
+    """Deliveries of a message whose handling fails unexpectedly (a bug, not refused input
+    nor an outage) before it is parked on ``<topic>.dead``."""
 
 
 class ListenConfig(_Section):
@@ -80,12 +83,32 @@ class TimingConfig(_Section):
     """M2MP: data frames ignored before identification; one more closes the connection."""
 
 
+class LimitsConfig(_Section):
+    """Bounds on what devices, well-behaved or not, can make a receiver process hold."""
+
+    connections: int = Field(50_000, ge=1)
+    """Open device connections per receiver process (both protocols); more are refused."""
+    connections_per_address: int = Field(1_000, ge=1)
+    """Open connections from one peer IP address; more are refused."""
+    buffered_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """What one connection sent that waits to be handled; beyond it, reading pauses."""
+    routes_cached: int = Field(256, ge=0)
+    """M2MP: channels whose topic (channel translation) one connection remembers."""
+    command_numbers: int = Field(1_000, ge=1)
+    """ALIP: command numbers one connection remembers for ``C A <n>``."""
+
+
 class ReceiversConfig(_Section):
     m2mp: ListenConfig = ListenConfig(listen="tcp:3010")
     alip: ListenConfig = ListenConfig(listen="tcp:3050")
     enrollment: Literal["open", "registered"] = "open"
     """``open`` creates unknown devices on identification; ``registered`` refuses them."""
+    ack: Literal["nsqd", "immediate"] = "nsqd"
+    """When a device's acknowledgement request (ALIP ``A``, M2MP ping) is answered:
+    ``nsqd`` once nsqd acknowledged everything the connection sent before it (the answer
+    promises it is safe), ``immediate`` at once (it only says the link is alive)."""
     timing: TimingConfig = TimingConfig()
+    limits: LimitsConfig = LimitsConfig()
 
 
 class StackConfig(_Section):

@@ -1,10 +1,25 @@
 """Consuming a topic: at-least-once delivery turned into "done once it is durable".
 
-A message is finished only after its handler's coroutine completed; a handler that fails
-has the message requeued with a growing delay (and pynsq backs the reader off), and it is
-retried for as long as it takes — never given up on. A message that is not an envelope,
-or that the handler declares invalid, is logged, counted and finished: retrying it could
-never succeed. A message whose ``_to`` names another channel is skipped (finished).
+A message is finished once its handler completed. When the handler fails, what the
+failure means decides what becomes of the message, and one bad message never holds back
+the channel's others:
+
+- Refused input (:class:`~m2m.errors.InvalidInput`: not an envelope, a field or a value
+  a store refuses) can never succeed: the message is finished at once, counted, and logged
+  once with the reason.
+- An outage (:class:`~m2m.errors.Unavailable`: Cassandra down or too slow, nsqd not taking
+  messages) ends some day: the message is kept in hand and tried again after a random
+  delay whose bound doubles up to ``RETRY_MAX_DELAY`` (full jitter), for as long as it
+  takes, and nsqd is told each time that we still work on it (TOUCH). Messages in hand
+  hold the in-flight slots, so a consumer in an outage stops taking new messages instead
+  of spinning through them. An outage is logged when it starts and when it ends, and its
+  end wakes every message in hand at once.
+- Anything else is a bug. The message is requeued with a growing delay, without backing
+  the reader off (the channel's other messages keep coming), for ``nsq.max_attempts``
+  deliveries; then it is parked on ``<topic>.dead`` with the reason
+  (:mod:`m2m.bus.dead_letters`) and finished.
+
+A message whose ``_to`` names another channel is skipped (finished).
 """
 
 from __future__ import annotations
@@ -13,22 +28,46 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Final
 
 import nsq
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_random_exponential,
+)
 from tornado.concurrent import Future
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 
+from m2m.bus.dead_letters import dead_letter, dead_topic
 from m2m.bus.envelope import Envelope, InvalidMessage
+from m2m.bus.publisher import Publisher
 from m2m.config import NsqConfig
+from m2m.errors import InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[None]]
 
 OUTPUT_BUFFER_TIMEOUT_MS = 25
+RETRY_FIRST_DELAY: Final = 0.5
+"""Seconds: the bound of the first random delay before trying a message again in an outage."""
+RETRY_MAX_DELAY: Final = 15.0
+"""Seconds: the bound the delays double up to (nsqd's message timeout is 60 s)."""
+OUTAGE_MIN: Final = 1.0
+"""Seconds of failures without a success that make an outage (whose end wakes everyone)."""
+REQUEUE_FIRST_DELAY_MS: Final = 1000
+"""A message failing unexpectedly comes back after this, doubled at each delivery…"""
+REQUEUE_MAX_DELAY_MS: Final = 60_000
+"""…up to this."""
+PARK_TIMEOUT: Final = 10.0
+"""Seconds nsqd has to take a message parked on the dead-letter topic (else: requeued)."""
 
 
 @dataclass
@@ -36,7 +75,12 @@ class ConsumerStats:
     handled: int = 0
     invalid: int = 0
     skipped: int = 0
+    retries: int = 0
+    """Attempts made again because of an outage."""
     failures: int = 0
+    """Unexpected failures (bugs), each requeued or parked."""
+    dead: int = 0
+    """Messages parked on the dead-letter topic."""
 
 
 class Consumer:
@@ -46,16 +90,17 @@ class Consumer:
         channel: str,
         handler: Handler,
         config: NsqConfig,
-        *,
-        requeue_delay: int = 1,
+        publisher: Publisher,
     ) -> None:
         self.topic = topic
         self.channel = channel
         self._handler = handler
         self._config = config
-        self._requeue_delay = requeue_delay
+        self._publisher = publisher
+        """Where messages that keep failing are parked."""
         self._reader: nsq.Reader | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._outage = _Outage(f"{topic}/{channel}")
         self.stats = ConsumerStats()
 
     def start(self) -> None:
@@ -70,19 +115,24 @@ class Consumer:
             lookupd_http_addresses=list(self._config.lookupd_http_addresses),
             lookupd_poll_interval=self._config.lookupd_poll_interval,
             max_in_flight=self._config.max_in_flight,
-            max_tries=0,  # never give up on a message: its data would be lost
-            requeue_delay=self._requeue_delay,
+            max_tries=0,  # we decide when a message is given up on (parked), not pynsq
             # nsqd otherwise holds messages up to 250 ms before sending them on: at every
             # hop (converter, storage) that is latency a device's data does not need.
             output_buffer_timeout=OUTPUT_BUFFER_TIMEOUT_MS,
         )
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Stop taking messages and let the ones being handled finish."""
+        """Stop taking messages and let the ones being handled finish (for ``timeout`` s).
+
+        What is still in hand then (retrying through an outage) is dropped here and
+        delivered again by nsqd: nothing is lost.
+        """
         if self._reader is not None:
             self._reader.set_max_in_flight(0)
         if self._running:
             await asyncio.wait(self._running, timeout=timeout)
+            for task in self._running:
+                task.cancel()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -90,10 +140,10 @@ class Consumer:
     def _on_message(self, message: nsq.Message) -> bool | None:
         try:
             envelope = Envelope.from_json(message.body)
+            channel = envelope.channel
         except InvalidMessage as exc:
             self._count_invalid(exc, message.body)
             return True
-        channel = envelope.channel
         if channel is not None and channel != self.channel:
             self.stats.skipped += 1
             return True
@@ -105,28 +155,133 @@ class Consumer:
 
     async def _handle(self, envelope: Envelope, message: nsq.Message) -> None:
         try:
-            await self._handler(envelope)
-        except InvalidMessage as exc:
+            try:
+                await self._handler(envelope)
+            except Unavailable as exc:
+                await self._until_available(envelope, message, exc)
+        except InvalidInput as exc:
             self._count_invalid(exc, message.body)
             message.finish()
-        except Exception:
-            self.stats.failures += 1
-            log.exception(
-                "%s/%s: handling %s failed (attempt %d); requeued",
-                self.topic,
-                self.channel,
-                envelope.call,
-                message.attempts,
-            )
-            message.requeue(backoff=True)
+        except Exception as exc:
+            await self._failed(envelope, message, exc)
         else:
+            self._outage.succeeded()
             self.stats.handled += 1
             message.finish()
+
+    async def _until_available(
+        self, envelope: Envelope, message: nsq.Message, failure: Unavailable
+    ) -> None:
+        """Handle the message again until an attempt does not fail for an outage."""
+        self._outage.failed(failure)
+        first: Unavailable | None = failure
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Unavailable),
+            wait=wait_random_exponential(multiplier=RETRY_FIRST_DELAY, max=RETRY_MAX_DELAY),
+            sleep=self._outage.sleep,
+            before_sleep=lambda state: self._held_longer(message, state),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if first is not None:  # the attempt that failed already counts as the first
+                    failed = first
+                    first = None
+                    raise failed
+                await self._handler(envelope)
+
+    def _held_longer(self, message: nsq.Message, state: RetryCallState) -> None:
+        """Another attempt will come: tell nsqd we still work on the message."""
+        self.stats.retries += 1
+        if state.attempt_number > 1 and state.outcome is not None:  # the first was counted
+            self._outage.failed(state.outcome.exception())
+        message.touch()
+
+    async def _failed(self, envelope: Envelope, message: nsq.Message, exc: Exception) -> None:
+        """An unexpected failure: requeue the message, or park it after its last attempt."""
+        self.stats.failures += 1
+        attempts = message.attempts
+        if attempts < self._config.max_attempts:
+            log.error(
+                "%s/%s: handling %s failed (delivery %d of %d); requeued",
+                self.topic, self.channel, envelope.call, attempts, self._config.max_attempts,
+                exc_info=exc if attempts == 1 else None,
+            )  # fmt: skip
+            delay = min(REQUEUE_FIRST_DELAY_MS << (attempts - 1), REQUEUE_MAX_DELAY_MS)
+            message.requeue(backoff=False, time_ms=delay)
+            return
+        reason = _reason(exc)
+        parked = dead_letter(
+            envelope, topic=self.topic, channel=self.channel, attempts=attempts, reason=reason
+        )
+        try:
+            await self._publisher.deliver(
+                parked, topic=dead_topic(self.topic), timeout=PARK_TIMEOUT
+            )
+        except Unavailable as unavailable:
+            log.error("%s/%s: cannot park a message (%s); requeued", self.topic, self.channel,
+                      unavailable)  # fmt: skip
+            message.requeue(backoff=False, time_ms=REQUEUE_MAX_DELAY_MS)
+            return
+        self.stats.dead += 1
+        log.error(
+            "%s/%s: %s failed %d times, parked on %s: %s",
+            self.topic, self.channel, envelope.call, attempts, dead_topic(self.topic), reason,
+        )  # fmt: skip
+        message.finish()
 
     def _count_invalid(self, exc: Exception, body: bytes) -> None:
         self.stats.invalid += 1
         log.warning("%s/%s: invalid message finished: %s: %.200r", self.topic, self.channel,
                     exc, body)  # fmt: skip
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: what was raised, and where (the innermost frame)."""
+    what = "".join(traceback.format_exception_only(exc)).strip()
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return what
+    where = frames[-1]
+    return f"{what} (at {where.filename}:{where.lineno} in {where.name})"
+
+
+class _Outage:
+    """The outages one consumer lives through: logged once each, their ends waking everyone.
+
+    Failures with no success for ``OUTAGE_MIN`` seconds are an outage; its end is the
+    first success after it. A message failing alone while others succeed (a request
+    Cassandra keeps timing out) is no outage: it waits its own delays, and wakes nobody.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._failing_since: float | None = None
+        self._failures = 0
+        self._ended = asyncio.Event()
+
+    def failed(self, failure: BaseException | None) -> None:
+        self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning("%s: %s; holding the message and trying again", self._name, failure)
+
+    def succeeded(self) -> None:
+        if self._failing_since is None:
+            return  # nearly always: nothing to do
+        lasted = time.monotonic() - self._failing_since
+        if lasted >= OUTAGE_MIN:
+            log.warning("%s: working again after %.0f s and %d failed attempts",
+                        self._name, lasted, self._failures)  # fmt: skip
+            self._ended.set()
+            self._ended = asyncio.Event()
+        self._failing_since = None
+        self._failures = 0
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the current outage ends first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), seconds)
 
 
 class _Reader(nsq.Reader):

@@ -16,11 +16,16 @@ is dropped, counted and logged — the only way this publisher ever drops anythi
 
 Receivers ``publish`` and move on; workers ``deliver`` and wait for nsqd's acknowledgement
 of that very message before they finish the message it came from.
+
+Accepted messages are numbered in order (``last_accepted``), so a receiver can keep a
+promise to a device about all it sent at once: ``acknowledged(n)`` tells when nsqd has
+acknowledged every message up to number ``n``, whatever their topics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +35,7 @@ import nsq
 
 from m2m.bus.envelope import Envelope
 from m2m.config import NsqConfig
+from m2m.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +43,19 @@ PressureListener = Callable[[bool], None]
 """Called with True when readers should pause, False when they may resume."""
 
 
-class PublishDropped(Exception):
+class PublishDropped(Unavailable):
     """The publish buffer was full: the message was not accepted."""
+
+
+class PublishTimeout(Unavailable):
+    """nsqd did not acknowledge a delivery in time (the message may still go later)."""
 
 
 @dataclass(slots=True)
 class _Queued:
     body: bytes
+    number: int
+    """Its place in the order messages were accepted (see ``acknowledged``)."""
     acknowledged: asyncio.Future[None] | None
 
 
@@ -83,6 +95,11 @@ class Publisher:
         self._queues: dict[str, deque[_Queued]] = {}
         self._busy: set[str] = set()
         """Topics with a batch out to nsqd, or waiting to retry one."""
+        self._sending: dict[str, list[_Queued]] = {}
+        """The batch out to nsqd, per topic."""
+        self._last_accepted = 0
+        self._barriers: list[tuple[int, int, asyncio.Future[None]]] = []
+        """(message number, tie-breaker, future): a heap, the lowest number first."""
         self._buffered = 0
         self._paused = False
         self._listeners: list[PressureListener] = []
@@ -110,6 +127,42 @@ class Publisher:
     def saturated(self) -> bool:
         return self._paused
 
+    @property
+    def last_accepted(self) -> int:
+        """The number of the latest message accepted (0 before the first)."""
+        return self._last_accepted
+
+    def acknowledged(self, number: int) -> asyncio.Future[None] | None:
+        """None if nsqd acknowledged every message accepted up to ``number``, else a future
+        that is done once it has."""
+        if number < self._first_unacknowledged():
+            return None
+        barrier: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._barriers, (number, id(barrier), barrier))
+        return barrier
+
+    def _first_unacknowledged(self) -> int:
+        """The lowest number of an accepted message nsqd has not acknowledged (or the next).
+
+        Each topic's messages leave in order, one batch at a time, so its lowest is the
+        head of the batch out or, if none is out, of its queue.
+        """
+        lowest = self._last_accepted + 1
+        for topic, queue in self._queues.items():
+            sending = self._sending.get(topic)
+            head = sending[0] if sending else (queue[0] if queue else None)
+            if head is not None and head.number < lowest:
+                lowest = head.number
+        return lowest
+
+    def _release_barriers(self) -> None:
+        lowest = self._first_unacknowledged()
+        barriers = self._barriers
+        while barriers and barriers[0][0] < lowest:
+            _, _, barrier = heapq.heappop(barriers)
+            if not barrier.done():
+                barrier.set_result(None)
+
     def add_pressure_listener(self, listener: PressureListener) -> None:
         self._listeners.append(listener)
 
@@ -121,16 +174,27 @@ class Publisher:
         return self.publish_body(envelope.topic, envelope.to_json())
 
     def publish_body(self, topic: str, body: bytes) -> bool:
-        return self._enqueue(topic, _Queued(body, None))
+        return self._enqueue(topic, body, None)
 
-    async def deliver(self, envelope: Envelope) -> None:
-        """Publish and wait until nsqd acknowledged this message; PublishDropped if full."""
+    async def deliver(
+        self, envelope: Envelope, *, topic: str | None = None, timeout: float | None = None
+    ) -> None:
+        """Publish (to ``topic``, else the envelope's) and wait until nsqd acknowledged it.
+
+        Raises :class:`PublishDropped` when the buffer is full, :class:`PublishTimeout`
+        after ``timeout`` seconds (the message stays queued: it may still go out later).
+        """
         acknowledged = asyncio.get_running_loop().create_future()
-        if not self._enqueue(envelope.topic, _Queued(envelope.to_json(), acknowledged)):
+        if not self._enqueue(topic or envelope.topic, envelope.to_json(), acknowledged):
             raise PublishDropped(f"publish buffer full ({self._capacity} messages)")
-        await acknowledged
+        try:
+            await asyncio.wait_for(acknowledged, timeout)
+        except TimeoutError:
+            raise PublishTimeout(
+                f"nsqd did not acknowledge a message within {timeout:g} s"
+            ) from None
 
-    def _enqueue(self, topic: str, queued: _Queued) -> bool:
+    def _enqueue(self, topic: str, body: bytes, acknowledged: asyncio.Future[None] | None) -> bool:
         if self._buffered >= self._capacity:
             self.stats.dropped += 1
             if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
@@ -142,7 +206,11 @@ class Publisher:
             return False
         self.stats.accepted += 1
         self._buffered += 1
-        self._queues.setdefault(topic, deque()).append(queued)
+        self._last_accepted += 1
+        queue = self._queues.get(topic)
+        if queue is None:
+            queue = self._queues[topic] = deque()
+        queue.append(_Queued(body, self._last_accepted, acknowledged))
         if not self._paused and self._buffered >= self._high_water:
             self._set_pressure(True)
         self._send_next(topic)
@@ -189,6 +257,7 @@ class Publisher:
             lingering.cancel()
         batch = [queue.popleft() for _ in range(min(self._max_batch, len(queue)))]
         self._busy.add(topic)
+        self._sending[topic] = batch
         settled = False
 
         def done(conn: object, response: object) -> None:
@@ -208,6 +277,7 @@ class Publisher:
             self._writer.mpub(nsq_topic, [queued.body for queued in batch], callback=done)
 
     def _on_sent(self, topic: str, batch: list[_Queued], _conn: object, response: object) -> None:
+        del self._sending[topic]
         if isinstance(response, nsq.Error):
             self.stats.failed_batches += 1
             if self.stats.failed_batches == 1 or self.stats.failed_batches % 100 == 0:
@@ -233,6 +303,8 @@ class Publisher:
             for waiter in self._drain_waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+        if self._barriers:
+            self._release_barriers()
         self._send_next(topic)
 
     def _retry(self, topic: str) -> None:

@@ -6,6 +6,7 @@ import click
 
 from m2m.cli.app import App, M2MGroup
 from m2m.cli.blob import blob
+from m2m.cli.bus import bus
 from m2m.cli.dev import dev
 from m2m.cli.device import device
 from m2m.cli.domain import domain
@@ -33,5 +34,5 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = App(config_path)
 
 
-for command in (dev, serve, stack, schema, ts, registry, blob, device, domain, user, firmware):
+for command in (dev, serve, stack, schema, ts, registry, blob, device, domain, user, firmware, bus):
     main.add_command(command)

@@ -42,7 +42,7 @@ async def tell_receivers(config: NsqConfig, device_id: str, call: str) -> None:
     """
     addresses = list(config.nsqd_tcp_addresses)
     envelope = Envelope.make(f"{topics.RECEIVERS};device_id={device_id}", call, cli_address())
-    _mute_bus_libraries()
+    mute_bus_libraries()
     publisher = Publisher(config, retry_delay=RETRY_DELAY)
     publisher.start()
     try:
@@ -56,7 +56,7 @@ async def tell_receivers(config: NsqConfig, device_id: str, call: str) -> None:
         publisher.close()
 
 
-def _mute_bus_libraries() -> None:
+def mute_bus_libraries() -> None:
     """Silence the bus libraries for the rest of this command's (short) life.
 
     Their connections log as they close, and a reconnection attempt already under way
