@@ -203,7 +203,7 @@ def accepts(port: int) -> bool:
 class Nsqd:
     """An nsqd of our own (the stack's binary), on free ports, with a throw-away data dir."""
 
-    def __init__(self, binary: Path, directory: Path) -> None:
+    def __init__(self, binary: Path, directory: Path, options: Sequence[str] = ()) -> None:
         self.tcp_port, self.http_port = free_port(), free_port()
         data = directory / f"nsqd-{self.tcp_port}"
         data.mkdir()
@@ -212,7 +212,7 @@ class Nsqd:
             self.process = subprocess.Popen(
                 [str(binary), f"--tcp-address={HOST}:{self.tcp_port}",
                  f"--http-address={HOST}:{self.http_port}", f"--data-path={data}",
-                 f"--broadcast-address={HOST}"],
+                 f"--broadcast-address={HOST}", *options],
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 30
@@ -319,6 +319,7 @@ def start_serve(
     receivers = settings["receivers"]
     for name, port in ports.items():
         receivers[name] = {"listen": f"tcp:{port}:interface={HOST}"}
+    receivers["limits"] = {**receivers.get("limits", {}), "connections_per_address": 1_000_000}
     settings["nsq"] = {"nsqd_tcp_addresses": [nsqd.tcp_address], "lookupd_http_addresses": []}
     name = f"serve-{only or 'all'}-{ports['m2mp']}"
     config_file = directory / f"{name}.yaml"
@@ -391,10 +392,11 @@ async def running(
     directory: Path,
     processes: Sequence[str | None],
     profile: Path | None,
+    nsqd_options: Sequence[str] = (),
 ) -> AsyncIterator[tuple[Platform, Nsqd]]:
     """A private nsqd and ``m2m serve --only P`` on it for each P of ``processes`` (None:
     everything in one), all stopped on the way out, receivers first."""
-    nsqd = await asyncio.to_thread(Nsqd, binary, directory)
+    nsqd = await asyncio.to_thread(Nsqd, binary, directory, nsqd_options)
     platform = Platform([])
     try:
         for only in processes:

@@ -1,7 +1,7 @@
 """What ``m2m serve`` runs in one process: receivers and workers, started and stopped in order.
 
 Start: Cassandra, the publisher, the workers' consumers, then the receivers' listening
-ports (and their ``receivers`` control consumer, on a channel of this process's own).
+ports (and their ``receivers`` control consumer, on a channel of this receiver's own).
 Stop, on SIGTERM/SIGINT: stop accepting devices and close their connections, let the
 consumers finish what they hold, flush everything accepted to nsqd, then disconnect.
 """
@@ -9,8 +9,9 @@ consumers finish what they hold, flush everything accepted to nsqd, then disconn
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-import os
+import re
 import socket
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from m2m.bus.publisher import Publisher
 from m2m.cassandra import Database
 from m2m.config import Config
 from m2m.errors import M2MError
+from m2m.receivers.admission import Admission
 from m2m.receivers.alip.protocol import ALIPProtocol
 from m2m.receivers.connections import Connections
 from m2m.receivers.m2mp.protocol import M2MPProtocol
@@ -43,6 +45,14 @@ FLUSH_TIMEOUT = 30.0
 
 CONVERTER_CHANNEL = "converter"
 STORAGE_CHANNEL = "storage"
+_ENDPOINT_PORT = re.compile(r"[a-z0-9]+:(?:port=)?(\d+)(?::|$)")
+"""The port of a Twisted server endpoint string: ``tcp:3010:…``, ``ssl:port=3011:…``."""
+
+
+def _listen_port(listen: str) -> str:
+    """The port ``listen`` names, or (a unix socket, …) a short hash of the whole string."""
+    found = _ENDPOINT_PORT.match(listen)
+    return found.group(1) if found else hashlib.sha1(listen.encode()).hexdigest()[:8]
 
 
 PROTOCOLS: dict[str, type[DeviceProtocol]] = {"m2mp": M2MPProtocol, "alip": ALIPProtocol}
@@ -70,8 +80,17 @@ class Services:
 
     @property
     def channel(self) -> str:
-        """This process's own channel on the ``receivers`` topic (gone when it stops)."""
-        return f"receiver-{socket.gethostname()}-{os.getpid()}#ephemeral"
+        """This receiver's own channel on the ``receivers`` topic: its host and ports.
+
+        Not ephemeral: with nsqd's memory queue off (durability), an ephemeral channel has
+        no queue at all and drops messages that arrive while its consumer is busy. So the
+        channel outlives the process; named by host and ports, it is the one the receiver
+        takes up again when it restarts (skipping what was sent before, see Connections).
+        """
+        ports = [_listen_port(getattr(self.config.receivers, name).listen) for name in RECEIVERS
+                 if name in self.names]  # fmt: skip
+        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
+        return f"receiver-{host}-{'-'.join(ports)}"
 
     async def start(self) -> None:
         config = self.config
@@ -100,7 +119,10 @@ class Services:
             firmwares=Firmwares(self._database),
             connections=connections,
             timing=self.config.receivers.timing,
+            limits=self.config.receivers.limits,
+            admission=Admission(self.config.receivers.limits),
             enrollment=self.config.receivers.enrollment,
+            ack=self.config.receivers.ack,
             address=f"{topics.RECEIVERS}/{self.channel}",
             host=socket.gethostname(),
         )
@@ -118,7 +140,8 @@ class Services:
             )  # fmt: skip
 
     def _consume(self, topic: str, channel: str, handler: Handler) -> None:
-        consumer = Consumer(topic, channel, handler, self.config.nsq)
+        assert self._publisher is not None
+        consumer = Consumer(topic, channel, handler, self.config.nsq, self._publisher)
         consumer.start()
         self._consumers.append(consumer)
 

@@ -1,7 +1,8 @@
 """Fixtures on the real local stack: Cassandra and NSQ started by ``m2m stack up``.
 
-Each test run gets a fresh keyspace (dropped at the end), described by a config file that
-both in-process code and ``m2m`` subprocesses use, so tests see what a user would see.
+Each test run gets a fresh keyspace and NSQ topic prefix (both removed at the end),
+described by a config file that both in-process code and ``m2m`` subprocesses use, so
+tests see what a user would see.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -31,7 +33,7 @@ from m2m.cassandra import Database, connect_session
 from m2m.config import Config, NsqConfig, load_config
 from m2m.schema import drop_keyspace
 from m2m.stack.nsq import HOST as NSQD_HOST
-from m2m.stack.nsq import NSQD_HTTP_PORT
+from m2m.stack.nsq import LOOKUPD_HTTP_PORT, NSQD_HTTP_PORT
 
 M2M = str(Path(sys.executable).parent / "m2m")
 WAIT = 30.0
@@ -65,7 +67,7 @@ async def channel_stats(nsq: NsqConfig, topic: str, channel: str) -> dict[str, A
             return json.load(response)
 
     stats = await asyncio.to_thread(fetch)
-    for found in stats["topics"]:
+    for found in stats["topics"] or []:
         for stats_of_channel in found["channels"]:
             if stats_of_channel["channel_name"] == channel:
                 return dict(stats_of_channel)
@@ -107,7 +109,25 @@ def config_file(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     path.write_text(yaml.safe_dump(settings))
     run_m2m("schema", "apply", config=path)
     yield path
-    drop_keyspace(load_config(path).cassandra)
+    config = load_config(path)
+    drop_keyspace(config.cassandra)
+    delete_topics(config.nsq.topic_prefix)
+
+
+def delete_topics(prefix: str) -> None:
+    """Delete the topics named ``prefix…`` from the stack's nsqd and nsqlookupd."""
+    nsqd = f"http://{NSQD_HOST}:{NSQD_HTTP_PORT}"
+    lookupd = f"http://{NSQD_HOST}:{LOOKUPD_HTTP_PORT}"
+    with urllib.request.urlopen(f"{nsqd}/stats?format=json", timeout=10) as response:
+        names = {topic["topic_name"] for topic in json.load(response)["topics"] or []}
+    with urllib.request.urlopen(f"{lookupd}/topics", timeout=10) as response:
+        names |= set(json.load(response)["topics"] or [])
+    for name in sorted(name for name in names if name.startswith(prefix)):
+        for daemon in (nsqd, lookupd):
+            query = urllib.parse.urlencode({"topic": name})
+            request = urllib.request.Request(f"{daemon}/topic/delete?{query}", method="POST")
+            with contextlib.suppress(urllib.error.HTTPError):  # not known to that daemon
+                urllib.request.urlopen(request, timeout=10).close()
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +147,20 @@ def database(config: Config, _session: tuple[Cluster, Session]) -> Database:
     """A Database on the test keyspace (one driver session shared by the whole run)."""
     cluster, session = _session
     return Database(cluster, session, config.cassandra.keyspace, config.cassandra.max_in_flight)
+
+
+def config_with_own_topics(config_file: Path, directory: Path) -> Path:
+    """A config for platforms on the test keyspace with NSQ topics of their own.
+
+    Platforms started on it share no work with the others: their storage worker is the
+    only one storing what their receiver gets.
+    """
+    settings = yaml.safe_load(config_file.read_text())
+    nsq = settings.setdefault("nsq", {})
+    nsq["topic_prefix"] = f"{nsq.get('topic_prefix', '')}{uuid.uuid4().hex[:6]}."
+    path = directory / "own-topics.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
 
 
 def free_port() -> int:

@@ -4,12 +4,19 @@ Every receiver process consumes the ``receivers`` topic on a channel of its own,
 process sees every control message; each acts on the connections it holds and ignores the
 rest. Messages are addressed ``receivers;device_id=<uuid>`` or
 ``receivers;connection_id=<n>`` (bus.md).
+
+A receiver's channel outlives it, so one that restarts finds what was sent while it was
+away: meant for connections that are gone (and whose connection ids are now other
+devices'), it is skipped. A message counts as older than the process when its ``_time``
+is more than ``STALE_AFTER`` seconds before the process started (``_time`` is in whole
+seconds, from the sender's clock).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -19,6 +26,7 @@ from m2m.bus.envelope import Envelope, InvalidMessage
 log = logging.getLogger(__name__)
 
 _CONTROL_CALLS = frozenset({topics.DISCONNECT, topics.SEND_SETTINGS, topics.SEND_COMMANDS})
+STALE_AFTER = 1.0
 
 
 class ControlledConnection(Protocol):
@@ -38,6 +46,8 @@ class ControlledConnection(Protocol):
 
 class Connections:
     def __init__(self) -> None:
+        self.started_at = time.time()
+        self.skipped_stale = 0
         self._ids = itertools.count(1)
         self._by_id: dict[int, ControlledConnection] = {}
         self._by_device: dict[str, dict[int, ControlledConnection]] = {}
@@ -86,6 +96,11 @@ class Connections:
         """Carry out a ``receivers`` message on the connections it addresses."""
         if envelope.call not in _CONTROL_CALLS:
             raise InvalidMessage(f"unknown control call {envelope.call!r}")
+        if envelope.time < self.started_at - STALE_AFTER:
+            self.skipped_stale += 1
+            log.info("%s for %s skipped: sent before this receiver started", envelope.call,
+                     envelope.to)  # fmt: skip
+            return
         targets = self.addressed(envelope)
         for connection in targets:
             if envelope.call == topics.DISCONNECT:

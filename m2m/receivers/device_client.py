@@ -63,6 +63,11 @@ class DeviceClient(ABC):
         await self._reading
 
     @property
+    def over(self) -> bool:
+        """Whether the connection is over (either side closed it, or it broke)."""
+        return self._over.is_set()
+
+    @property
     def local_address(self) -> str:
         """``ip:port`` of our end, as the server names its peer (events, ``DB SOURCE``)."""
         host, port, *_ = self._writer.get_extra_info("sockname")

@@ -6,8 +6,10 @@ the same connection until it completes, so a device's data never overtakes its o
 identification. A failing step is reported, and the steps after it still run. Nothing is
 dropped when the connection ends: what the device sent was accepted, and is handled.
 
-Steps waiting are bounded: past ``limit`` of them the owner is told to stop reading from
-the device (``on_backlog(True)``) until they have all run (``on_backlog(False)``).
+What waits is bounded: each step counts the bytes it carries (a line, a frame's data)
+plus ``STEP_COST`` for itself, and past ``limit`` bytes waiting the owner is told to stop
+reading from the device (``on_backlog(True)``) until every waiting step ran
+(``on_backlog(False)``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from collections.abc import Awaitable, Callable
 
 Step = Callable[[], Awaitable[None] | None]
 
-
-DEFAULT_LIMIT = 1000
+STEP_COST = 200
+"""Bytes a waiting step counts for besides what it carries: its closure and queue entry."""
+DEFAULT_LIMIT = 1000 * STEP_COST
 
 
 class InOrder:
@@ -32,7 +35,8 @@ class InOrder:
         self._on_error = on_error
         self._on_backlog = on_backlog
         self._limit = limit
-        self._waiting: deque[Step] = deque()
+        self._waiting: deque[tuple[Step, int]] = deque()
+        self._waiting_bytes = 0
         self._current: asyncio.Future[None] | None = None
         self._over_limit = False
 
@@ -41,17 +45,26 @@ class InOrder:
         """Steps waiting behind one that has not completed."""
         return len(self._waiting)
 
-    def submit(self, step: Step) -> None:
-        self._waiting.append(step)
+    @property
+    def backlog_bytes(self) -> int:
+        """What the waiting steps count for (see the module's docstring)."""
+        return self._waiting_bytes
+
+    def submit(self, step: Step, size: int = 0) -> None:
+        """Run ``step`` after the steps before it; ``size``: the bytes it carries."""
+        cost = size + STEP_COST
+        self._waiting.append((step, cost))
+        self._waiting_bytes += cost
         if self._current is None:
             self._run_waiting()
-        elif not self._over_limit and len(self._waiting) >= self._limit:
+        elif not self._over_limit and self._waiting_bytes >= self._limit:
             self._over_limit = True
             self._on_backlog(True)
 
     def _run_waiting(self) -> None:
         while self._waiting and self._current is None:
-            step = self._waiting.popleft()
+            step, cost = self._waiting.popleft()
+            self._waiting_bytes -= cost
             try:
                 pending = step()
             except Exception as exc:

@@ -1,8 +1,11 @@
-"""What both receivers share on the Twisted side: the live connections, back-pressure, timers.
+"""What both receivers share on the Twisted side: the connection's wiring, limits, timers.
 
-:class:`DeviceServerFactory` keeps its protocols, so it can pause them all when the bus
-cannot take more (and resume them after), walk them periodically for pings and timeouts,
-and close them at shutdown. :class:`ReceiverService` listens on a Twisted endpoint string.
+:class:`DeviceProtocol` is a device connection whatever its protocol: its session and its
+in-order steps, admission and departure, writing to the device, and when to stop reading
+from it. :class:`DeviceServerFactory` keeps its protocols, so it can pause them all when
+the bus cannot take more (and resume them after), walk them periodically for pings and
+timeouts, and close them at shutdown. :class:`ReceiverService` listens on a Twisted
+endpoint string.
 """
 
 from __future__ import annotations
@@ -10,20 +13,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from abc import ABCMeta, abstractmethod
+from collections.abc import Sequence
+from typing import Final
 
 from twisted.internet import endpoints, protocol
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IListeningPort, IReactorCore, ITransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IPushProducer,
+    IReactorCore,
+    ITCPTransport,
+    ITransport,
+)
 from twisted.internet.task import LoopingCall
+from zope.interface import implementer
 
-from m2m.receivers.session import ReceiverContext
+from m2m.receivers.ordering import InOrder
+from m2m.receivers.session import DeviceSession, ReceiverContext
 
 log = logging.getLogger(__name__)
+
+BUS: Final = "the bus takes no more"
+BACKLOG: Final = "what the device sent waits its turn"
+OUTPUT: Final = "the device does not read what it is sent"
 
 
 def _port_of(address: IAddress) -> int:
     return address.port if isinstance(address, IPv4Address | IPv6Address) else 0
+
+
+def _host_of(address: IAddress | None) -> str:
+    return address.host if isinstance(address, IPv4Address | IPv6Address) else str(address)
 
 
 def peer_address(transport: ITransport | None) -> str:
@@ -34,30 +57,123 @@ def peer_address(transport: ITransport | None) -> str:
     return str(peer)
 
 
-class DeviceProtocol(protocol.Protocol):
-    """A device connection; the receivers' protocols implement ``tick``."""
+@implementer(IPushProducer)
+class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
+    """A device connection; the receivers' protocols decode and handle what comes.
+
+    Reading from the device pauses while anything holds it: the bus takes no more (the
+    factory's pressure), what the device sent waits its turn beyond
+    ``receivers.limits.buffered_bytes`` (the steps' backlog), or the device does not read
+    what it is sent (the connection is its transport's producer: the transport pauses it
+    when its buffer to the device is full). Subclasses set up their decoder before
+    calling ``connectionMade``, and implement the session's :class:`DeviceLink` and
+    ``tick``.
+    """
 
     factory: DeviceServerFactory
-    backlogged = False
-    """Too many of its steps wait for earlier ones: not read until they ran."""
+    session: DeviceSession
+    steps: InOrder
+    admitted_from = ""
+    """The peer's IP address, as admission counted it."""
+    closing = False
+    """``close`` was called: nothing more is written."""
 
+    def connectionMade(self) -> None:
+        context = self.factory.context
+        self.connected_at = time.monotonic()
+        self._holds: set[str] = set()
+        self._output_drained = asyncio.Event()
+        self._output_drained.set()
+        self.steps = InOrder(self._step_failed, self.on_backlog, context.limits.buffered_bytes)
+        self.session = DeviceSession(context, self, peer_address(self.transport))
+        self.session.opened()
+        self.factory.joined(self)
+        transport = self.transport
+        assert transport is not None
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        if ITCPTransport.providedBy(transport):
+            # A device that vanished without a word (power cut, lost coverage) otherwise
+            # holds its connection, and a place among the limits, for ever.
+            transport.setTcpKeepAlive(True)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.factory.left(self)
+        self._output_drained.set()
+        self.steps.submit(self.session.closed)  # after what the device sent before leaving
+
+    def _step_failed(self, exc: BaseException) -> None:
+        """A step of the connection raised ``exc``: logged (ALIP answers ``ERR`` too)."""
+        log.error("connection %d: %r", self.session.connection_id, exc, exc_info=exc)
+
+    @abstractmethod
     def tick(self, now: float) -> None:
         """Called every sweep interval with ``time.monotonic()``: pings and timeouts."""
 
+    # -- the session's DeviceLink ------------------------------------------------------
+
+    @abstractmethod
+    def send_settings(self, settings: Sequence[tuple[str, str]]) -> None: ...
+
+    @abstractmethod
+    def send_commands(self, commands: Sequence[tuple[str, str]]) -> None: ...
+
+    @abstractmethod
+    def request_all_settings(self) -> None: ...
+
+    @abstractmethod
+    def request_capabilities(self) -> None: ...
+
+    # -- writing to the device ---------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+            self.session.sent()
+
+    async def drained(self) -> None:
+        """Wait until the device read what it was sent (the buffer to it is below bound)."""
+        await self._output_drained.wait()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.loseConnection()
+
+    # -- when to read from the device --------------------------------------------------
+
     def on_backlog(self, full: bool) -> None:
         """The connection's own back-pressure (see :class:`InOrder`)."""
-        self.backlogged = full
-        if full:
-            self.pause_reading()
-        elif not self.factory.paused:
-            self.resume_reading()
+        self._hold(BACKLOG) if full else self._release(BACKLOG)
 
     def pause_reading(self) -> None:
-        if self.transport is not None:
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        """The bus takes no more."""
+        self._hold(BUS)
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.backlogged:
+        self._release(BUS)
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer to the device is full."""
+        self._output_drained.clear()
+        self._hold(OUTPUT)
+
+    def resumeProducing(self) -> None:
+        self._output_drained.set()
+        self._release(OUTPUT)
+
+    def stopProducing(self) -> None:
+        """The connection is going: ``connectionLost`` follows."""
+
+    def _hold(self, reason: str) -> None:
+        if not self._holds and self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self._holds.add(reason)
+
+    def _release(self, reason: str) -> None:
+        if reason not in self._holds:
+            return
+        self._holds.discard(reason)
+        if not self._holds and self.transport is not None:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
 
 
@@ -69,6 +185,16 @@ class DeviceServerFactory(protocol.ServerFactory[DeviceProtocol]):
         self.paused = False
         self._sweeper = LoopingCall(self._sweep)
 
+    def buildProtocol(self, addr: IAddress | None) -> DeviceProtocol | None:
+        """A connection, if admission lets it in; None closes it at once."""
+        host = _host_of(addr)
+        if not self.context.admission.admit(host):
+            return None
+        connection = super().buildProtocol(addr)
+        assert connection is not None
+        connection.admitted_from = host
+        return connection
+
     def joined(self, connection: DeviceProtocol) -> None:
         self.live.add(connection)
         if self.paused:
@@ -76,6 +202,7 @@ class DeviceServerFactory(protocol.ServerFactory[DeviceProtocol]):
 
     def left(self, connection: DeviceProtocol) -> None:
         self.live.discard(connection)
+        self.context.admission.left(connection.admitted_from)
 
     def on_pressure(self, paused: bool) -> None:
         """The bus's pressure listener: stop reading from every device, or start again."""

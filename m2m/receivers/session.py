@@ -5,28 +5,38 @@ identification against the registry (with the enrollment policy), the ``events``
 connection's life and its ``_server`` records, which settings and commands to push and when,
 acknowledgements, the records the device sends, and the control messages from the bus.
 A protocol adapter owns the wire and implements :class:`DeviceLink`.
+
+What the device sends is only published: it is safe once nsqd acknowledged it. When the
+device asks whether it is (ALIP ``A``, M2MP ping), ``when_safe`` answers once everything
+the connection published before is acknowledged (``receivers.ack: nsqd``), so a device
+that resends what was not acknowledged when its connection drops loses nothing, whatever
+process crashes. Records the device dates itself get a time UUID derived from what they
+are, so such a resend overwrites them instead of adding a twin.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from m2m.bus import topics
 from m2m.bus.envelope import Envelope
 from m2m.bus.publisher import Publisher
-from m2m.config import TimingConfig
+from m2m.config import LimitsConfig, TimingConfig
+from m2m.receivers.admission import Admission
 from m2m.receivers.connections import Connections
 from m2m.registry.device import Device, Devices
+from m2m.registry.device_series import check_device_record_type
 from m2m.registry.firmware import Firmwares
 from m2m.registry.paths import InvalidPathError
 from m2m.registry.routes import ChannelRouter
 from m2m.timeseries import TimeSeries
-from m2m.timeseries.timeuuids import new_timeuuid
+from m2m.timeseries.rules import encode_data
+from m2m.timeseries.timeuuids import new_timeuuid, seeded_timeuuid
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +68,10 @@ class ReceiverContext:
     firmwares: Firmwares
     connections: Connections
     timing: TimingConfig
+    limits: LimitsConfig
+    admission: Admission
     enrollment: str
+    ack: Literal["nsqd", "immediate"]
     address: str
     """This process's bus address (``receivers/<its channel>``): the ``_from`` of its messages."""
     host: str
@@ -77,6 +90,10 @@ class DeviceSession:
         self.last_received = self.last_sent = time.monotonic()
         self._settings_sent: dict[tuple[str, str], float] = {}
         self._commands_sent: set[str] = set()
+        self._published = 0
+        """The publisher's number of the last message this connection published."""
+        self._dropped = False
+        """A message of this connection was dropped (publish buffer full) since it opened."""
 
     @property
     def device_id(self) -> str | None:
@@ -113,7 +130,7 @@ class DeviceSession:
             log.info("connection %d: unknown device %r refused", self.connection_id, ident)
             return False
         self.device = device
-        self.router = await device.router()
+        self.router = await device.router(cache_size=self.context.limits.routes_cached)
         self.context.connections.identified(self)
         self._event(topics.DEVICE_IDENTIFIED)
         self._server_record("device_identified")
@@ -180,20 +197,33 @@ class DeviceSession:
     # -- what the device sends ---------------------------------------------------------
 
     def store(self, record_type: str, data: Any, at: datetime | None = None) -> None:
-        """A record of this device, to the storage worker; its time UUID decided now."""
+        """A record of this device, to the storage worker; its time UUID decided now.
+
+        A record of now gets a fresh UUID. One the device dated (``at``) gets the UUID
+        derived from the device, type, time and data: sent again, it is the same record.
+        """
         device = self._identified()
-        moment = at or datetime.now(UTC)
+        if at is None:
+            record_uuid = new_timeuuid(datetime.now(UTC))
+        else:
+            identity = "\0".join((device.id, record_type, encode_data(data)))
+            record_uuid = seeded_timeuuid(at, identity.encode())
         self._publish(
             topics.STORAGE,
             topics.STORE_TS,
             key=device.series_id,
             type=record_type,
-            date_uuid=str(new_timeuuid(moment)),
+            date_uuid=str(record_uuid),
             data=data,
         )
 
     def forward(self, default_topic: str, call: str, channel: str, **fields: Any) -> None:
-        """Channel data to the topic the device's routes choose, else ``default_topic``."""
+        """Channel data to the topic the device's routes choose, else ``default_topic``.
+
+        Raises :class:`~m2m.errors.InvalidInput` for a channel no record can be stored
+        under: nothing unusable is published.
+        """
+        check_device_record_type(channel)
         device = self._identified()
         router = self.router
         topic = (router.topic_for(channel) if router else None) or default_topic
@@ -206,6 +236,27 @@ class DeviceSession:
             date_uuid=str(new_timeuuid(datetime.now(UTC))),
             **fields,
         )
+
+    def when_safe(self, answer: Callable[[], None]) -> Awaitable[None] | None:
+        """``answer`` a device's acknowledgement request once what it sent before is safe.
+
+        With ``receivers.ack: nsqd``, that is once nsqd acknowledged every message this
+        connection published (None: it already has, and ``answer`` ran). A connection
+        that had a message dropped is closed instead, unanswered: the device sends again
+        what was not acknowledged. With ``immediate``, ``answer`` runs at once.
+        """
+        if self.context.ack == "immediate":
+            answer()
+            return None
+        if self._dropped:
+            log.warning("connection %d: closed, a message of it was dropped", self.connection_id)
+            self.link.close()
+            return None
+        pending = self.context.publisher.acknowledged(self._published)
+        if pending is None:
+            answer()
+            return None
+        return _after(pending, answer)
 
     # -- control from the bus ----------------------------------------------------------
 
@@ -252,4 +303,13 @@ class DeviceSession:
         self.store(SERVER_RECORD_TYPE, {**data, **fields}, at=at)
 
     def _publish(self, topic: str, call: str, **fields: Any) -> None:
-        self.context.publisher.publish(Envelope.make(topic, call, self.sender, **fields))
+        publisher = self.context.publisher
+        if publisher.publish(Envelope.make(topic, call, self.sender, **fields)):
+            self._published = publisher.last_accepted
+        else:
+            self._dropped = True
+
+
+async def _after(pending: Awaitable[None], answer: Callable[[], None]) -> None:
+    await pending
+    answer()

@@ -13,6 +13,12 @@ LOOKUPD_HTTP_PORT = 4161
 NSQD_TCP_PORT = 4150
 NSQD_HTTP_PORT = 4151
 START_TIMEOUT = 30.0
+DURABLE = ("--mem-queue-size=0",)
+"""nsqd writes every message to its disk queue before acknowledging it, so what it
+acknowledged survives a SIGKILL of nsqd. Still at risk: a message nsqd had deferred (a
+consumer requeued it with a delay: only messages failing unexpectedly are) or had sent to
+a consumer that dies too, once its read position was synced to disk; and on a crash of
+the machine, what was acknowledged since the last sync (``--sync-timeout``, 2 s)."""
 
 
 def answers_ping(port: int) -> bool:
@@ -56,6 +62,7 @@ def nsqd(bin_dir: Path, state_dir: Path) -> ServiceProcess:
             f"--lookupd-tcp-address={HOST}:{LOOKUPD_TCP_PORT}",
             f"--broadcast-address={HOST}",
             f"--data-path={data}",
+            *DURABLE,
         ],
         run_dir=state_dir / "run",
         endpoints=[

@@ -2,7 +2,7 @@
 
 Every test plays devices with :class:`M2MPClient` (or raw bytes) against a running platform
 on the real local stack, and reads what happened from Cassandra (time series, registry) or
-from NSQ (a consumer on an ephemeral channel of its own). Nothing is mocked.
+from NSQ (a consumer on a channel of its own). Nothing is mocked.
 
 Waits are bounded polls (:func:`eventually`); a wait for something that must *not* arrive
 first sends a device ping and waits for its answer: the server handles a connection's
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from m2m.bus import topics
 from m2m.bus.consumer import Consumer
@@ -63,6 +62,7 @@ from tests.conftest import (
     WAIT,
     Platform,
     channel_stats,
+    config_with_own_topics,
     eventually,
     run_m2m,
     start_platform,
@@ -148,23 +148,38 @@ def vector_frames() -> list[bytes]:
 
 
 class BusTap:
-    """Everything published to a topic from now on, on an ephemeral channel of our own."""
+    """Everything published to a topic from now on, on a channel of our own.
+
+    Not an ephemeral channel: the stack's nsqd keeps no memory queue (durability), and an
+    ephemeral channel then has no queue at all. The run's topics go at the end of the run.
+    """
 
     def __init__(self, topic: str, config: Config) -> None:
         self.topic = topic
         self.messages: list[Envelope] = []
-        channel = f"tests-{uuid.uuid4().hex[:12]}#ephemeral"
-        self._consumer = Consumer(topic, channel, self._keep, config.nsq)
+        self._channel = f"tests-{uuid.uuid4().hex[:12]}"
+        self._config = config
+        self._consumer: Consumer | None = None
 
     async def _keep(self, envelope: Envelope) -> None:
         self.messages.append(envelope)
 
     async def start(self, publisher: Publisher) -> None:
         """Subscribe, and return once a marker published after subscribing came back."""
+        self._consumer = Consumer(
+            self.topic, self._channel, self._keep, self._config.nsq, publisher
+        )
         self._consumer.start()
+        # A channel only gets what is published once it exists: until then, markers are
+        # lost on the topic's other channels.
         token = uuid.uuid4().hex
-        publisher.publish(Envelope.make(self.topic, "tests_marker", TESTS_ADDRESS, token=token))
-        await self.first(lambda message: message.fields.get("token") == token, "marker")
+
+        async def marker_back() -> bool:
+            publisher.publish(Envelope.make(self.topic, "tests_marker", TESTS_ADDRESS, token=token))
+            await asyncio.sleep(0.2)
+            return any(message.fields.get("token") == token for message in self.messages)
+
+        await eventually(marker_back, bool, "marker")
 
     async def first(self, matches: Callable[[Envelope], bool], what: str) -> Envelope:
         async def probe() -> Envelope | None:
@@ -175,7 +190,8 @@ class BusTap:
         return found
 
     async def close(self) -> None:
-        await self._consumer.close()
+        if self._consumer is not None:
+            await self._consumer.close()
 
 
 async def control_stats(nsq: NsqConfig, receiver: str) -> dict[str, Any]:
@@ -888,7 +904,7 @@ async def test_channel_translation_routes_data_by_the_device_rules_then_the_defa
     database: Database,
 ) -> None:
     tag = uuid.uuid4().hex[:8]
-    own_topic, default_topic = f"e2e-own-{tag}#ephemeral", f"e2e-default-{tag}#ephemeral"
+    own_topic, default_topic = f"e2e-own-{tag}", f"e2e-default-{tag}"
     ident = new_ident("routes")
     device = await devices.create(ident)
     await add_route(device, Route.checked(10, f"^route-{tag}:", own_topic))
@@ -1097,20 +1113,6 @@ def _has_at_least(count: int, found: list[Record]) -> bool:
     return len(found) >= count
 
 
-def platforms_of_their_own(config_file: Path, directory: Path) -> Path:
-    """A config for platforms on the test keyspace with NSQ topics of their own.
-
-    Platforms started on it share no work with the others: their storage worker is the
-    only one storing what their receiver gets.
-    """
-    settings = yaml.safe_load(config_file.read_text())
-    nsq = settings.setdefault("nsq", {})
-    nsq["topic_prefix"] = f"{nsq.get('topic_prefix', '')}{uuid.uuid4().hex[:6]}."
-    path = directory / "own-topics.yaml"
-    path.write_text(yaml.safe_dump(settings))
-    return path
-
-
 @asynccontextmanager
 async def sending_devices(
     port: int, count: int, channel: str
@@ -1142,7 +1144,7 @@ async def sending_devices(
 async def test_an_nsqd_restart_during_ingestion_loses_no_accepted_frame(
     config_file: Path, tmp_path: Path, timeseries: TimeSeries
 ) -> None:
-    own_topics = platforms_of_their_own(config_file, tmp_path)
+    own_topics = config_with_own_topics(config_file, tmp_path)
     serving = await asyncio.to_thread(start_platform, own_topics, tmp_path)
     try:
         async with sending_devices(serving.m2mp_port, 3, "sen:count") as (idents, sent):
@@ -1164,7 +1166,7 @@ async def test_an_nsqd_restart_during_ingestion_loses_no_accepted_frame(
 async def test_a_storage_worker_killed_mid_stream_loses_and_duplicates_nothing(
     config_file: Path, tmp_path: Path, timeseries: TimeSeries
 ) -> None:
-    own_topics = platforms_of_their_own(config_file, tmp_path)
+    own_topics = config_with_own_topics(config_file, tmp_path)
     nsq = load_config(own_topics).nsq
     receiving = await asyncio.to_thread(start_platform, own_topics, tmp_path, "m2mp,converter")
     storing = await asyncio.to_thread(start_platform, own_topics, tmp_path, "storage")

@@ -2,8 +2,10 @@
 
 Each line is parsed (sans-IO) into a command and handled as one step of the connection's
 :class:`InOrder` runner, so answers come in the order of the questions even when one has
-to wait for Cassandra. Every mistake is an :class:`AlipError`, raised wherever it is found
-and answered ``ERR <reason>`` by the step runner; the connection stays.
+to wait for Cassandra (or, for ``A <x>``, for nsqd to acknowledge what came before). Every
+mistake is an :class:`~m2m.errors.InvalidInput` (the parser's :class:`AlipError`, a
+store's refusal), raised wherever it is found and answered ``ERR <reason>`` by the step
+runner; the connection stays.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from m2m import __version__
 from m2m.blobstore import BlobError, BlobFile
 from m2m.bus import topics
 from m2m.bus.envelope import Envelope
+from m2m.errors import InvalidInput, Unavailable
 from m2m.receivers.alip import lines
+from m2m.receivers.alip.command_numbers import CommandNumbers
 from m2m.receivers.alip.commands import (
     AckAnswer,
     AckRequest,
@@ -56,9 +60,7 @@ from m2m.receivers.alip.commands import (
 )
 from m2m.receivers.alip.framing import OVERLONG, LineSplitter
 from m2m.receivers.alip.processors import Echo, process_data
-from m2m.receivers.ordering import InOrder
-from m2m.receivers.server import DeviceProtocol, peer_address
-from m2m.receivers.session import DeviceSession
+from m2m.receivers.server import DeviceProtocol
 from m2m.timeseries import TimeSeriesError
 
 log = logging.getLogger(__name__)
@@ -73,25 +75,13 @@ def _refuse_overlong_line() -> None:
 
 
 class ALIPProtocol(DeviceProtocol):
-    session: DeviceSession
-
     def connectionMade(self) -> None:
         self._lines = LineSplitter()
-        self._steps = InOrder(self._step_failed, self.on_backlog)
-        self._connected = time.monotonic()
         self._ping_counter = 0
-        self._closing = False
-        self._command_numbers: dict[int, str] = {}
-        self._next_command_number = 0
+        self._command_numbers = CommandNumbers(self.factory.context.limits.command_numbers)
         self._firmware: BlobFile | None = None
         self._log_level = DEFAULT_LOG_LEVEL
-        self.session = DeviceSession(self.factory.context, self, peer_address(self.transport))
-        self.session.opened()
-        self.factory.joined(self)
-
-    def connectionLost(self, reason: object = None) -> None:
-        self.factory.left(self)
-        self._steps.submit(self.session.closed)
+        super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         self.session.received()
@@ -99,9 +89,9 @@ class ALIPProtocol(DeviceProtocol):
             if line is OVERLONG:
                 # A step too, so its ERR comes after the answers to the lines before it,
                 # even those still waiting for Cassandra.
-                self._steps.submit(_refuse_overlong_line)
+                self.steps.submit(_refuse_overlong_line)
             else:
-                self._steps.submit(partial(self._line, line))
+                self.steps.submit(partial(self._line, line), len(line))
 
     def _line(self, line: bytes) -> Awaitable[None] | None:
         command = parse_command(line)
@@ -135,7 +125,7 @@ class ALIPProtocol(DeviceProtocol):
             case CommandsList():
                 return self._resend_commands()
             case AckRequest(x=token):
-                self._send(lines.ack_answer(token))
+                return session.when_safe(partial(self._send, lines.ack_answer(token)))
             case AckAnswer():
                 pass  # the device is alive: that was the point
             case Time():
@@ -151,7 +141,7 @@ class ALIPProtocol(DeviceProtocol):
             case DebugSource():
                 self._send(lines.debug_source(session.source, session.connection_id))
             case DebugConnected():
-                connected = int(time.monotonic() - self._connected)
+                connected = int(time.monotonic() - self.connected_at)
                 self._send(lines.debug_connected(connected))
             case DebugVersion():
                 self._send(lines.debug_version(__version__))
@@ -219,7 +209,7 @@ class ALIPProtocol(DeviceProtocol):
         self._send(line)
 
     async def _ack_command(self, number: int) -> None:
-        command_id = self._command_numbers.pop(number, None)
+        command_id = self._command_numbers.acknowledged(number)
         if command_id is None:
             raise AlipError(f"Unknown command number {number}")
         await self.session.ack_command(command_id, None)
@@ -251,6 +241,7 @@ class ALIPProtocol(DeviceProtocol):
         self._send(lines.LAST_BEGIN)
         if count > 0:
             async for record in timeseries.records(self.session.device.series_id, limit=count):
+                await self.drained()  # records can be large: as fast as the device reads
                 self._send(lines.last_record(record.time, record.type, json.dumps(record.data)))
         self._send(lines.LAST_END)
 
@@ -286,9 +277,7 @@ class ALIPProtocol(DeviceProtocol):
     # -- lines to the device (the session's DeviceLink) --------------------------------
 
     def _send(self, line: bytes) -> None:
-        if self.transport is not None and not self._closing:
-            self.transport.write(line)
-            self.session.sent()
+        self.write(line)
 
     def send_settings(self, settings: Sequence[tuple[str, str]]) -> None:
         for name, value in settings:
@@ -314,9 +303,7 @@ class ALIPProtocol(DeviceProtocol):
 
     def send_commands(self, commands: Sequence[tuple[str, str]]) -> None:
         for command_id, text in commands:
-            number = self._next_command_number
-            self._next_command_number += 1
-            self._command_numbers[number] = command_id
+            number = self._command_numbers.number(command_id)
             self._send(lines.command(number, text.replace("\n", " ")))
 
     def request_all_settings(self) -> None:
@@ -325,24 +312,22 @@ class ALIPProtocol(DeviceProtocol):
     def request_capabilities(self) -> None:
         """ALIP has no capability question."""
 
-    def close(self) -> None:
-        if self.transport is not None and not self._closing:
-            self._closing = True
-            self.transport.loseConnection()
-
     def _step_failed(self, exc: BaseException) -> None:
         """A command refused (its ``ERR`` answer), or failed on our side (logged)."""
-        if isinstance(exc, AlipError):
+        if isinstance(exc, InvalidInput):
             self._send(lines.error(str(exc)))
-            return
-        log.error("connection %d: %r", self.session.connection_id, exc, exc_info=exc)
-        self._send(lines.error("Internal error, try again later"))
+        elif isinstance(exc, Unavailable):
+            log.warning("connection %d: %s", self.session.connection_id, exc)
+            self._send(lines.error("Service unavailable, try again later"))
+        else:
+            super()._step_failed(exc)
+            self._send(lines.error("Internal error, try again later"))
 
     # -- timers ------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
         timing = self.factory.context.timing
-        if self.session.device is None and now - self._connected >= timing.identification_timeout:
+        if self.session.device is None and now - self.connected_at >= timing.identification_timeout:
             self._send(lines.QUIT_IDENTIFICATION_TIMEOUT)
             self.close()
         elif now - self.session.last_received >= timing.disconnect_after_silence:

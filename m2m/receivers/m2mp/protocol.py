@@ -2,9 +2,11 @@
 
 Bytes go through the sans-IO :class:`Decoder`; each frame becomes one step of the
 connection's :class:`InOrder` runner, so frames are handled in the order they came even
-when identification or an acknowledgement has to wait for the registry. An unknown header
-or an oversized frame ends the connection (the frames before it are still handled); so
-does data sent before identification, past a small allowance.
+when identification or an acknowledgement has to wait for the registry (or, for a device
+ping, for nsqd to acknowledge what came before). An unknown header or an oversized frame
+ends the connection (the frames before it are still handled); so does data sent before
+identification, past a small allowance, and not identifying in time. Data on a channel no
+record can be stored under (``lsen:..``) is dropped, counted and logged.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Awaitable, Sequence
 from functools import partial
 
 from m2m.bus import topics
+from m2m.errors import InvalidInput, Unavailable
 from m2m.receivers.m2mp.channels import IncomingChannels, OutgoingChannels
 from m2m.receivers.m2mp.codec import (
     ChannelDefinition,
@@ -31,9 +34,7 @@ from m2m.receivers.m2mp.codec import (
     ServerPingAnswer,
     encode,
 )
-from m2m.receivers.ordering import InOrder
-from m2m.receivers.server import DeviceProtocol, peer_address
-from m2m.receivers.session import DeviceSession
+from m2m.receivers.server import DeviceProtocol
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,20 @@ SETTINGS_CHANNEL = "_set"
 STATUS_CHANNEL = "_sta"
 COMMANDS_CHANNEL = "_cmd"
 ECHO_CHANNEL = "echo"
+LOG_DROPPED_EVERY = 1000
 
 
 def _text(item: bytes) -> str:
     return item.decode("utf-8", errors="replace")
+
+
+def _payload_size(frame: Frame) -> int:
+    """The bytes a frame carries, as its step counts them (see InOrder)."""
+    if isinstance(frame, Data):
+        return len(frame.data)
+    if isinstance(frame, DataArray):
+        return sum(map(len, frame.items))
+    return 0
 
 
 def _pairs(items: Sequence[bytes]) -> list[tuple[str, str]]:
@@ -58,36 +69,29 @@ def _pairs(items: Sequence[bytes]) -> list[tuple[str, str]]:
 
 
 class M2MPProtocol(DeviceProtocol):
-    session: DeviceSession
-
     def connectionMade(self) -> None:
         self._decoder = Decoder(Direction.DEVICE_TO_SERVER)
         self._incoming = IncomingChannels()
         self._outgoing = OutgoingChannels()
-        self._steps = InOrder(self._step_failed, self.on_backlog)
         self._ignored_frames = 0
+        self._dropped_frames = 0
         self._ping_counter = 0
-        self._closing = False
-        self.session = DeviceSession(self.factory.context, self, peer_address(self.transport))
-        self.session.opened()
-        self.factory.joined(self)
-
-    def connectionLost(self, reason: object = None) -> None:
-        self.factory.left(self)
-        self._steps.submit(self.session.closed)  # after what the device sent before leaving
+        super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         self.session.received()
         try:
             frames = self._decoder.feed(data)
         except ProtocolError as exc:
-            for frame in exc.frames_before_error:
-                self._steps.submit(partial(self._handle, frame))
+            self._submit(exc.frames_before_error)
             log.warning("connection %d: %s; closing it", self.session.connection_id, exc)
             self.close()
             return
+        self._submit(frames)
+
+    def _submit(self, frames: Sequence[Frame]) -> None:
         for frame in frames:
-            self._steps.submit(partial(self._handle, frame))
+            self.steps.submit(partial(self._handle, frame), _payload_size(frame))
 
     # -- frames from the device --------------------------------------------------------
 
@@ -99,7 +103,7 @@ class M2MPProtocol(DeviceProtocol):
         elif isinstance(frame, ChannelDefinition):
             self._incoming.define(frame)
         elif isinstance(frame, DevicePing):
-            self._send(DevicePingAnswer(frame.n))
+            return self.session.when_safe(partial(self._send, DevicePingAnswer(frame.n)))
         elif isinstance(frame, IdentificationRequest):
             return self._identify(frame.ident)
         elif not isinstance(frame, ServerPingAnswer):  # the answer itself is all we wanted
@@ -176,17 +180,22 @@ class M2MPProtocol(DeviceProtocol):
         return False
 
     def _step_failed(self, exc: BaseException) -> None:
-        log.error(
-            "connection %d: handling a frame failed: %r", self.session.connection_id, exc,
-            exc_info=exc,
-        )  # fmt: skip
+        if isinstance(exc, InvalidInput):
+            self._dropped_frames += 1
+            if self._dropped_frames == 1 or self._dropped_frames % LOG_DROPPED_EVERY == 0:
+                log.warning("connection %d: frame dropped (%d so far): %s",
+                            self.session.connection_id, self._dropped_frames, exc)  # fmt: skip
+        elif isinstance(exc, Unavailable) and self.session.device is None:
+            # M2MP cannot say "try again later": a closed connection makes the device do so.
+            log.warning("connection %d: %s; closing it", self.session.connection_id, exc)
+            self.close()
+        else:
+            super()._step_failed(exc)
 
     # -- frames to the device (the session's DeviceLink) ------------------------------
 
     def _send(self, frame: Frame) -> None:
-        if self.transport is not None and not self._closing:
-            self.transport.write(encode(frame))
-            self.session.sent()
+        self.write(encode(frame))
 
     def _channel_id(self, channel: str) -> int:
         """Our id for ``channel``, defining it to the device first if it is new."""
@@ -214,14 +223,15 @@ class M2MPProtocol(DeviceProtocol):
     def request_capabilities(self) -> None:
         self._send_array_on(STATUS_CHANNEL, ["g", "cap"])
 
-    def close(self) -> None:
-        if self.transport is not None and not self._closing:
-            self._closing = True
-            self.transport.loseConnection()
-
     # -- timers ------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        if self.session.ping_due(now):
+        timing = self.factory.context.timing
+        if self.session.device is None and now - self.connected_at >= timing.identification_timeout:
+            log.info(
+                "connection %d: not identified in time; closing it", self.session.connection_id
+            )
+            self.close()
+        elif self.session.ping_due(now):
             self._send(ServerPing(self._ping_counter))
             self._ping_counter = (self._ping_counter + 1) % 256
