@@ -55,6 +55,9 @@ class NsqConfig(_Section):
     Each stays out for nsqd's output buffering, the write and the FIN, about 0.1 s under
     load, so this caps a worker's rate: 200 held one near 2,000 messages/s. At most
     nsqd's ``--max-rdy-count`` (2,500 by default)."""
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """The largest message published: at most nsqd's ``--max-msg-size`` (the stack and
+    deploy/ run nsqd with 4 MiB: a 1 MiB M2MP frame is 2 MiB of hex on the bus)."""
     max_attempts: int = Field(5, ge=1)
     """Deliveries of a message whose handling fails unexpectedly (a bug, not refused input
     nor an outage) before it is parked on ``<topic>.dead``."""

@@ -158,7 +158,7 @@ def config_with_own_topics(config_file: Path, directory: Path) -> Path:
     settings = yaml.safe_load(config_file.read_text())
     nsq = settings.setdefault("nsq", {})
     nsq["topic_prefix"] = f"{nsq.get('topic_prefix', '')}{uuid.uuid4().hex[:6]}."
-    path = directory / "own-topics.yaml"
+    path = directory / f"own-topics-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(settings))
     return path
 

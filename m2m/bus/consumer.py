@@ -223,6 +223,12 @@ class Consumer:
                       unavailable)  # fmt: skip
             message.requeue(backoff=False, time_ms=REQUEUE_MAX_DELAY_MS)
             return
+        except InvalidInput as refused:  # too large to park, with its reason
+            log.error("%s/%s: %s failed %d times and cannot be parked (%s), dropped: %s: %.200r",
+                      self.topic, self.channel, envelope.call, attempts, refused, reason,
+                      message.body)  # fmt: skip
+            message.finish()
+            return
         self.stats.dead += 1
         log.error(
             "%s/%s: %s failed %d times, parked on %s: %s",

@@ -9,6 +9,12 @@ couple of milliseconds of latency buy batches instead of one write per message. 
 message leaves the queue only once nsqd acknowledged it; a failed batch goes back to the
 front and is retried.
 
+A message larger than ``nsq.max_message_bytes`` (nsqd's ``--max-msg-size``) is refused
+where it is published (:class:`MessageTooLarge`); a batch holds at most
+``MAX_BATCH_BYTES``, below nsqd's default ``--max-body-size``. If nsqd refuses a message
+anyway (its limits set lower than ours), it is sent alone and, refused again, dropped and
+logged: retried, it would hold back everything after it for ever.
+
 When nsqd cannot take messages the queues grow. Past ``high_water`` buffered messages the
 publisher tells its pressure listeners to stop reading from devices (back-pressure), and
 tells them to resume below half of it. ``capacity`` is the hard bound: a message beyond it
@@ -35,7 +41,7 @@ import nsq
 
 from m2m.bus.envelope import Envelope
 from m2m.config import NsqConfig
-from m2m.errors import Unavailable
+from m2m.errors import InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,20 @@ class PublishTimeout(Unavailable):
     """nsqd did not acknowledge a delivery in time (the message may still go later)."""
 
 
+class MessageTooLarge(InvalidInput):
+    """A message nsqd would refuse for its size: it is not accepted."""
+
+
+class MessageRefused(InvalidInput):
+    """nsqd refused a message for good (its size, its topic): it was dropped."""
+
+
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+"""The bodies of one MPUB at most: below nsqd's default ``--max-body-size`` (5 MiB)."""
+_REFUSED_FOR_GOOD = (b"E_BAD_MESSAGE", b"E_BAD_BODY", b"E_BAD_TOPIC")
+"""nsqd's errors for a message or topic it will never take."""
+
+
 @dataclass(slots=True)
 class _Queued:
     body: bytes
@@ -64,6 +84,8 @@ class PublisherStats:
     accepted: int = 0
     published: int = 0
     dropped: int = 0
+    refused: int = 0
+    """Messages nsqd refused for good (and dropped), after they were accepted."""
     failed_batches: int = 0
 
 
@@ -83,6 +105,7 @@ class Publisher:
             raise ValueError("need 0 < high_water <= capacity")
         self._addresses = list(config.nsqd_tcp_addresses)
         self._topic_prefix = config.topic_prefix
+        self._max_message_bytes = config.max_message_bytes
         self._high_water = high_water
         self._low_water = high_water // 2
         self._capacity = capacity
@@ -97,6 +120,8 @@ class Publisher:
         """Topics with a batch out to nsqd, or waiting to retry one."""
         self._sending: dict[str, list[_Queued]] = {}
         """The batch out to nsqd, per topic."""
+        self._alone: dict[str, int] = {}
+        """Per topic, how many messages go one at a time (after nsqd refused their batch)."""
         self._last_accepted = 0
         self._barriers: list[tuple[int, int, asyncio.Future[None]]] = []
         """(message number, tie-breaker, future): a heap, the lowest number first."""
@@ -170,7 +195,10 @@ class Publisher:
         self._listeners.remove(listener)
 
     def publish(self, envelope: Envelope) -> bool:
-        """Queue a message for its topic; False if it had to be dropped (at capacity)."""
+        """Queue a message for its topic; False if it had to be dropped (at capacity).
+
+        Raises :class:`MessageTooLarge` for a message above ``nsq.max_message_bytes``.
+        """
         return self.publish_body(envelope.topic, envelope.to_json())
 
     def publish_body(self, topic: str, body: bytes) -> bool:
@@ -195,6 +223,11 @@ class Publisher:
             ) from None
 
     def _enqueue(self, topic: str, body: bytes, acknowledged: asyncio.Future[None] | None) -> bool:
+        if len(body) > self._max_message_bytes:
+            raise MessageTooLarge(
+                f"a message of {len(body):,} bytes for {topic!r}, above nsq.max_message_bytes "
+                f"({self._max_message_bytes:,})"
+            )
         if self._buffered >= self._capacity:
             self.stats.dropped += 1
             if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
@@ -255,7 +288,7 @@ class Publisher:
         lingering = self._lingering.pop(topic, None)
         if lingering is not None:
             lingering.cancel()
-        batch = [queue.popleft() for _ in range(min(self._max_batch, len(queue)))]
+        batch = _take_batch(queue, 1 if self._alone.get(topic) else self._max_batch)
         self._busy.add(topic)
         self._sending[topic] = batch
         settled = False
@@ -278,7 +311,14 @@ class Publisher:
 
     def _on_sent(self, topic: str, batch: list[_Queued], _conn: object, response: object) -> None:
         del self._sending[topic]
-        if isinstance(response, nsq.Error):
+        if _refused_for_good(response):
+            if len(batch) > 1:  # which one? each goes alone
+                self._alone[topic] = len(batch)
+                self._queues[topic].extendleft(reversed(batch))
+                self._retry(topic)
+                return
+            self._refuse(topic, batch[0], response)
+        elif isinstance(response, nsq.Error):
             self.stats.failed_batches += 1
             if self.stats.failed_batches == 1 or self.stats.failed_batches % 100 == 0:
                 log.warning(
@@ -291,12 +331,17 @@ class Publisher:
             self._queues[topic].extendleft(reversed(batch))
             asyncio.get_running_loop().call_later(self._retry_delay, self._retry, topic)
             return
+        else:
+            self.stats.published += len(batch)
+            for queued in batch:
+                if queued.acknowledged is not None and not queued.acknowledged.done():
+                    queued.acknowledged.set_result(None)
+        if topic in self._alone:
+            self._alone[topic] -= 1
+            if not self._alone[topic]:
+                del self._alone[topic]
         self._busy.discard(topic)
         self._buffered -= len(batch)
-        self.stats.published += len(batch)
-        for queued in batch:
-            if queued.acknowledged is not None and not queued.acknowledged.done():
-                queued.acknowledged.set_result(None)
         if self._paused and self._buffered <= self._low_water:
             self._set_pressure(False)
         if self._buffered == 0:
@@ -311,6 +356,13 @@ class Publisher:
         self._busy.discard(topic)
         self._send_next(topic)
 
+    def _refuse(self, topic: str, queued: _Queued, response: object) -> None:
+        self.stats.refused += 1
+        log.error("nsqd refused a message of %d bytes for %r for good (%s): dropped",
+                  len(queued.body), topic, response)  # fmt: skip
+        if queued.acknowledged is not None and not queued.acknowledged.done():
+            queued.acknowledged.set_exception(MessageRefused(f"nsqd refused it: {response}"))
+
     def _set_pressure(self, paused: bool) -> None:
         self._paused = paused
         log.warning(
@@ -320,3 +372,20 @@ class Publisher:
         )
         for listener in list(self._listeners):
             listener(paused)
+
+
+def _take_batch(queue: deque[_Queued], most: int) -> list[_Queued]:
+    """The messages at the front of ``queue`` one PUB or MPUB takes (at least one)."""
+    batch = [queue.popleft()]
+    size = len(batch[0].body)
+    while queue and len(batch) < most and size + len(queue[0].body) <= MAX_BATCH_BYTES:
+        size += len(queue[0].body)
+        batch.append(queue.popleft())
+    return batch
+
+
+def _refused_for_good(response: object) -> bool:
+    if not isinstance(response, nsq.Error) or not response.args:
+        return False
+    reason = response.args[0]
+    return isinstance(reason, bytes) and reason.startswith(_REFUSED_FOR_GOOD)

@@ -36,6 +36,8 @@ from m2m.receivers.session import DeviceSession, ReceiverContext
 
 log = logging.getLogger(__name__)
 
+CLOSE_GRACE: Final = 10.0
+"""Seconds a closing connection has to take what was written to it; then it is cut."""
 BUS: Final = "the bus takes no more"
 BACKLOG: Final = "what the device sent waits its turn"
 OUTPUT: Final = "the device does not read what it is sent"
@@ -77,6 +79,9 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
     """The peer's IP address, as admission counted it."""
     closing = False
     """``close`` was called: nothing more is written."""
+    gone = False
+    """The connection is lost: what only answers the device need not run."""
+    _abort: asyncio.TimerHandle | None = None
 
     def connectionMade(self) -> None:
         context = self.factory.context
@@ -97,6 +102,9 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
             transport.setTcpKeepAlive(True)
 
     def connectionLost(self, reason: object = None) -> None:
+        self.gone = True
+        if self._abort is not None:
+            self._abort.cancel()
         self.factory.left(self)
         self._output_drained.set()
         self.steps.submit(self.session.closed)  # after what the device sent before leaving
@@ -135,9 +143,18 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
         await self._output_drained.wait()
 
     def close(self) -> None:
+        """Close once what was written is sent, or after ``CLOSE_GRACE`` s if the device
+        does not read it: a device must not hold its connection by not reading."""
         if self.transport is not None and not self.closing:
             self.closing = True
             self.transport.loseConnection()
+            self._abort = asyncio.get_running_loop().call_later(CLOSE_GRACE, self._cut)
+
+    def _cut(self) -> None:
+        if not self.gone and self.transport is not None:
+            log.info("connection %d: cut, its device did not read what it was sent",
+                     self.session.connection_id)  # fmt: skip
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     # -- when to read from the device --------------------------------------------------
 
@@ -232,8 +249,7 @@ class DeviceServerFactory(protocol.ServerFactory[DeviceProtocol]):
 
     def close_all(self) -> None:
         for connection in list(self.live):
-            if connection.transport is not None:
-                connection.transport.loseConnection()
+            connection.close()
 
 
 class ReceiverService:

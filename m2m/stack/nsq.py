@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
+from m2m.config import NsqConfig
 from m2m.stack.process import Endpoint, ServiceProcess
 
 HOST = "127.0.0.1"
@@ -13,12 +14,13 @@ LOOKUPD_HTTP_PORT = 4161
 NSQD_TCP_PORT = 4150
 NSQD_HTTP_PORT = 4151
 START_TIMEOUT = 30.0
-DURABLE = ("--mem-queue-size=0",)
+OPTIONS = ("--mem-queue-size=0", f"--max-msg-size={NsqConfig().max_message_bytes}")
 """nsqd writes every message to its disk queue before acknowledging it, so what it
 acknowledged survives a SIGKILL of nsqd. Still at risk: a message nsqd had deferred (a
 consumer requeued it with a delay: only messages failing unexpectedly are) or had sent to
 a consumer that dies too, once its read position was synced to disk; and on a crash of
-the machine, what was acknowledged since the last sync (``--sync-timeout``, 2 s)."""
+the machine, what was acknowledged since the last sync (``--sync-timeout``, 2 s). And it
+takes messages as large as the platform publishes (a 1 MiB M2MP frame, in hex)."""
 
 
 def answers_ping(port: int) -> bool:
@@ -62,7 +64,7 @@ def nsqd(bin_dir: Path, state_dir: Path) -> ServiceProcess:
             f"--lookupd-tcp-address={HOST}:{LOOKUPD_TCP_PORT}",
             f"--broadcast-address={HOST}",
             f"--data-path={data}",
-            *DURABLE,
+            *OPTIONS,
         ],
         run_dir=state_dir / "run",
         endpoints=[

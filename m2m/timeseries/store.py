@@ -116,16 +116,27 @@ class TimeSeries:
         end: datetime | None = None,
         limit: int | None = None,
         oldest_first: bool = False,
+        page_size: int | None = None,
     ) -> AsyncGenerator[Record, None]:
         """The records between ``start`` and ``end`` (inclusive), newest first by default.
 
-        ``record_type`` None means every type. The iterator fetches a page at a time;
-        leave it early (``break``) and the rest is never asked for.
+        ``record_type`` None means every type. The iterator fetches a page at a time
+        (``page_size`` records, else the instance's); leave it early (``break``) and the
+        rest is never asked for.
         """
         _check_key(series_id, record_type)
         if limit is not None and limit < 1:
             raise TimeSeriesError(f"limit must be at least 1, not {limit}")
-        return self._records(series_id, record_type, TimeRange(start, end), limit, oldest_first)
+        if page_size is not None and page_size < 1:
+            raise TimeSeriesError(f"page_size must be at least 1, not {page_size}")
+        return self._records(
+            series_id,
+            record_type,
+            TimeRange(start, end),
+            limit,
+            oldest_first,
+            page_size or self._page_size,
+        )
 
     async def last(self, series_id: str, record_type: str | None = None) -> Record | None:
         """The newest record of the series (of one type, or of any), if there is one."""
@@ -187,6 +198,7 @@ class TimeSeries:
         time_range: TimeRange,
         limit: int | None,
         oldest_first: bool,
+        page_size: int,
     ) -> AsyncGenerator[Record, None]:
         partition_key = series_id if record_type is None else _typed_key(series_id, record_type)
         remaining = limit
@@ -194,13 +206,10 @@ class TimeSeries:
             self._buckets(series_id, record_type, time_range, oldest_first)
         ) as buckets:
             async for bucket in buckets:
-                page_size = (
-                    self._page_size if remaining is None else min(remaining, self._page_size)
-                )
                 pages = self._database.pages(
                     _SELECT_ROWS[oldest_first],
                     (partition_key, bucket, time_range.lowest_uuid, time_range.highest_uuid),
-                    page_size,
+                    page_size if remaining is None else min(remaining, page_size),
                 )
                 async with aclosing(pages):
                     async for rows in pages:

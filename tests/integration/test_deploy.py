@@ -209,6 +209,14 @@ def test_nsqd_registers_with_the_lookupd_service() -> None:
         assert "healthcheck" in nsqd
 
 
+def test_nsqd_keeps_what_it_acknowledged_and_takes_the_largest_message() -> None:
+    largest = load_config(DEPLOY / "m2m.compose.yaml").nsq.max_message_bytes
+    for name, nsqd in nsq_services("nsqd").items():
+        args = command(nsqd)
+        assert flag(args, "mem-queue-size") == "0", f"{name} must write every message to disk"
+        assert int(flag(args, "max-msg-size") or 1024 * 1024) >= largest, name
+
+
 def test_named_volumes_are_declared() -> None:
     for name, service in services().items():
         for source, _ in mounts(service):

@@ -269,6 +269,20 @@ def allowed_before_identification(command: Command) -> bool:
     return type(command) in _ALLOWED_BEFORE_IDENTIFICATION
 
 
+_ONLY_ANSWERED: frozenset[type[Command]] = frozenset(
+    {
+        SettingsGetAll, SettingsGetPending, SettingGet, CommandsList, AckRequest, Time,
+        FirmwareSelect, FirmwareSize, FirmwareGet, DebugId, DebugSource, DebugConnected,
+        DebugVersion, DebugLast, DebugLogLevel,
+    }
+)  # fmt: skip
+
+
+def only_answered(command: Command) -> bool:
+    """Whether `command` does nothing but get an answer: once the device left, nothing."""
+    return type(command) in _ONLY_ANSWERED
+
+
 def parse_command(line: bytes | str) -> Command:
     """Parse one line, without its `\\n` (a trailing `\\r` is ignored), into a command.
 

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Sequence
+from contextlib import aclosing
 from datetime import datetime
 from functools import partial
 
@@ -56,6 +57,7 @@ from m2m.receivers.alip.commands import (
     SettingUnknown,
     Time,
     allowed_before_identification,
+    only_answered,
     parse_command,
 )
 from m2m.receivers.alip.framing import OVERLONG, LineSplitter
@@ -67,6 +69,8 @@ log = logging.getLogger(__name__)
 
 MAX_FIRMWARE_CHUNK = 32 * 1024
 """Bytes one ``F G`` answers at most: its line carries them in hex."""
+LAST_PAGE_SIZE = 10
+"""Records ``DB LAST`` reads at once: held until the device read them (each up to a line)."""
 DEFAULT_LOG_LEVEL = 5
 
 
@@ -95,6 +99,8 @@ class ALIPProtocol(DeviceProtocol):
 
     def _line(self, line: bytes) -> Awaitable[None] | None:
         command = parse_command(line)
+        if self.gone and only_answered(command):
+            return None  # the device left: nobody to answer
         if self.session.device is None and not allowed_before_identification(command):
             raise AlipError("You need to identify first !")
         return self._handle(command)
@@ -240,9 +246,16 @@ class ALIPProtocol(DeviceProtocol):
         timeseries = self.factory.context.timeseries
         self._send(lines.LAST_BEGIN)
         if count > 0:
-            async for record in timeseries.records(self.session.device.series_id, limit=count):
-                await self.drained()  # records can be large: as fast as the device reads
-                self._send(lines.last_record(record.time, record.type, json.dumps(record.data)))
+            records = timeseries.records(
+                self.session.device.series_id, limit=count, page_size=LAST_PAGE_SIZE
+            )
+            async with aclosing(records):
+                async for record in records:
+                    await self.drained()  # records can be large: as fast as the device reads
+                    if self.gone:
+                        break
+                    line = lines.last_record(record.time, record.type, json.dumps(record.data))
+                    self._send(line)
         self._send(lines.LAST_END)
 
     # -- firmware ----------------------------------------------------------------------
