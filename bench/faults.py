@@ -62,6 +62,7 @@ from m2m.receivers.counted_device import (
     CountedM2MPDevice,
     stored_numbers,
 )
+from m2m.stack.nsq import delete_topics
 from m2m.stack.provision import nsq_artifact
 from m2m.timeseries import TimeSeries
 
@@ -161,6 +162,7 @@ async def deployed(settings: dict[str, Any], directory: Path) -> AsyncIterator[D
         yield deployment
     finally:
         await asyncio.to_thread(deployment.stop)
+        await asyncio.to_thread(delete_topics, deployment.topic_prefix)
 
 
 def m2m(config_file: Path, *arguments: str) -> None:

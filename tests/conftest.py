@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -33,7 +32,7 @@ from m2m.cassandra import Database, connect_session
 from m2m.config import Config, NsqConfig, load_config
 from m2m.schema import drop_keyspace
 from m2m.stack.nsq import HOST as NSQD_HOST
-from m2m.stack.nsq import LOOKUPD_HTTP_PORT, NSQD_HTTP_PORT
+from m2m.stack.nsq import NSQD_HTTP_PORT, delete_topics
 
 M2M = str(Path(sys.executable).parent / "m2m")
 WAIT = 30.0
@@ -112,22 +111,6 @@ def config_file(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     config = load_config(path)
     drop_keyspace(config.cassandra)
     delete_topics(config.nsq.topic_prefix)
-
-
-def delete_topics(prefix: str) -> None:
-    """Delete the topics named ``prefix…`` from the stack's nsqd and nsqlookupd."""
-    nsqd = f"http://{NSQD_HOST}:{NSQD_HTTP_PORT}"
-    lookupd = f"http://{NSQD_HOST}:{LOOKUPD_HTTP_PORT}"
-    with urllib.request.urlopen(f"{nsqd}/stats?format=json", timeout=10) as response:
-        names = {topic["topic_name"] for topic in json.load(response)["topics"] or []}
-    with urllib.request.urlopen(f"{lookupd}/topics", timeout=10) as response:
-        names |= set(json.load(response)["topics"] or [])
-    for name in sorted(name for name in names if name.startswith(prefix)):
-        for daemon in (nsqd, lookupd):
-            query = urllib.parse.urlencode({"topic": name})
-            request = urllib.request.Request(f"{daemon}/topic/delete?{query}", method="POST")
-            with contextlib.suppress(urllib.error.HTTPError):  # not known to that daemon
-                urllib.request.urlopen(request, timeout=10).close()
 
 
 @pytest.fixture(scope="session")

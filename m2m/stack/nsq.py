@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -75,3 +79,22 @@ def nsqd(bin_dir: Path, state_dir: Path) -> ServiceProcess:
         marker=str(data),
         start_timeout=START_TIMEOUT,
     )
+
+
+def delete_topics(prefix: str) -> list[str]:
+    """Delete the topics named ``prefix…`` from the stack's nsqd and nsqlookupd (a test
+    run's or a benchmark's); the names deleted."""
+    nsqd = f"http://{HOST}:{NSQD_HTTP_PORT}"
+    lookupd = f"http://{HOST}:{LOOKUPD_HTTP_PORT}"
+    with urllib.request.urlopen(f"{nsqd}/stats?format=json", timeout=10) as response:
+        names = {topic["topic_name"] for topic in json.load(response)["topics"] or []}
+    with urllib.request.urlopen(f"{lookupd}/topics", timeout=10) as response:
+        names |= set(json.load(response)["topics"] or [])
+    deleted = sorted(name for name in names if name.startswith(prefix))
+    for name in deleted:
+        for daemon in (nsqd, lookupd):
+            query = urllib.parse.urlencode({"topic": name})
+            request = urllib.request.Request(f"{daemon}/topic/delete?{query}", method="POST")
+            with contextlib.suppress(urllib.error.HTTPError):  # not known to that daemon
+                urllib.request.urlopen(request, timeout=10).close()
+    return deleted
