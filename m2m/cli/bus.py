@@ -13,7 +13,7 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -22,6 +22,8 @@ from m2m.bus.publisher import Publisher
 from m2m.cli.app import App, OneLineErrors, pass_app
 from m2m.cli.output import json_option, print_rows, unix_time_text
 from m2m.cli.push import mute_bus_libraries
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,59}")
 """An NSQ topic name has at most 64 characters, and ``.dead`` takes five."""
@@ -49,16 +51,21 @@ def dead() -> None:
     """Messages a consumer of TOPIC parked on TOPIC.dead after failing unexpectedly."""
 
 
+def limit_option(command: F) -> F:
+    """``-n/--limit``: how many dead letters one command takes at most."""
+    return click.option(
+        "-n",
+        "--limit",
+        type=click.IntRange(1, MAX_HELD),
+        default=MAX_HELD,
+        show_default=True,
+        help="Take at most this many (they are held in flight meanwhile).",
+    )(command)
+
+
 @dead.command("ls")
 @click.argument("topic", type=TopicParam())
-@click.option(
-    "-n",
-    "--limit",
-    type=click.IntRange(1, MAX_HELD),
-    default=MAX_HELD,
-    show_default=True,
-    help="List at most this many.",
-)
+@limit_option
 @json_option
 @pass_app
 def dead_ls(app: App, topic: str, limit: int, as_json: bool) -> None:
@@ -81,14 +88,7 @@ def dead_ls(app: App, topic: str, limit: int, as_json: bool) -> None:
 
 @dead.command("replay")
 @click.argument("topic", type=TopicParam())
-@click.option(
-    "-n",
-    "--limit",
-    type=click.IntRange(1, MAX_HELD),
-    default=MAX_HELD,
-    show_default=True,
-    help="Replay at most this many.",
-)
+@limit_option
 @pass_app
 def dead_replay(app: App, topic: str, limit: int) -> None:
     """Send TOPIC's dead letters back to the channels that failed them, and drop them."""

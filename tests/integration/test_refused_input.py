@@ -137,88 +137,49 @@ async def test_a_json_value_with_a_lone_surrogate_is_answered_err_not_internal_e
     await _nothing_requeued(own_platform)
 
 
+DATE_UUID = "3435c6ca-e6e4-11f1-a02f-02fc00000001"
+NESTED = b"[" * 2000 + b"]" * 2000
+
+
+def _store_ts(**fields: object) -> bytes:
+    """A store_ts message, valid but for ``fields``; JSON escapes its lone surrogates."""
+    body = {
+        "_to": "storage",
+        "_from": "tests/refused",
+        "_call": "store_ts",
+        "key": f"dev-{uuid.uuid4()}",
+        "type": "sen:x",
+        "date_uuid": DATE_UUID,
+        "data": 1,
+    }
+    return json.dumps({**body, **fields}).encode()
+
+
+def _data_simple(**fields: object) -> bytes:
+    """A data_simple message, valid but for ``fields``."""
+    body = {
+        "_to": "converter-m2mp",
+        "_from": "tests/refused",
+        "_call": "data_simple",
+        "device_id": str(uuid.uuid4()),
+        "connection_id": "1",
+        "channel": "sen:x",
+        "data": "31",
+    }
+    return json.dumps({**body, **fields}).encode()
+
+
 @pytest.mark.parametrize(
     ("topic", "body"),
     [
         (topics.STORAGE, b'{"_to":"/x","_from":"a/b","_call":"store_ts"}'),
-        (topics.STORAGE, b"[" * 2000 + b"]" * 2000),
-        (
-            topics.STORAGE,
-            b'{"_to":"storage","_from":"a/b","_call":"store_ts","x":'
-            + b"[" * 2000
-            + b"]" * 2000
-            + b"}",
-        ),
-        (
-            topics.STORAGE,
-            json.dumps(
-                {
-                    "_to": "storage",
-                    "_from": "a/b",
-                    "_call": "store_ts",
-                    "key": "dev-x",
-                    "type": "sen:x",
-                    "date_uuid": "3435c6ca-e6e4-11f1-a02f-02fc00000001",
-                    "data": "\ud800",
-                }
-            ).encode(),
-        ),
-        (
-            topics.STORAGE,
-            json.dumps(
-                {
-                    "_to": "storage",
-                    "_from": "a/b",
-                    "_call": "store_ts",
-                    "key": "dev-\udfff",
-                    "type": "sen:x",
-                    "date_uuid": "3435c6ca-e6e4-11f1-a02f-02fc00000001",
-                    "data": 1,
-                }
-            ).encode(),
-        ),
-        (
-            topics.STORAGE,
-            json.dumps(
-                {
-                    "_to": "storage",
-                    "_from": "a/b",
-                    "_call": "store_ts",
-                    "key": f"dev-{uuid.uuid4()}",
-                    "type": "lsen:..",
-                    "date_uuid": "3435c6ca-e6e4-11f1-a02f-02fc00000001",
-                    "data": 1,
-                }
-            ).encode(),
-        ),
-        (
-            topics.CONVERTER_M2MP,
-            json.dumps(
-                {
-                    "_to": "converter-m2mp",
-                    "_from": "a/b",
-                    "_call": "data_simple",
-                    "device_id": str(uuid.uuid4()),
-                    "connection_id": "1",
-                    "channel": "sen:\ud800",
-                    "data": "31",
-                }
-            ).encode(),
-        ),
-        (
-            topics.CONVERTER_M2MP,
-            json.dumps(
-                {
-                    "_to": "converter-m2mp",
-                    "_from": "a/b",
-                    "_call": "data_simple",
-                    "device_id": str(uuid.uuid4()),
-                    "connection_id": "1",
-                    "channel": "lsen:..",
-                    "data": "31",
-                }
-            ).encode(),
-        ),
+        (topics.STORAGE, NESTED),
+        (topics.STORAGE, _store_ts()[:-1] + b',"x":' + NESTED + b"}"),
+        (topics.STORAGE, _store_ts(data="\ud800")),
+        (topics.STORAGE, _store_ts(key="dev-\udfff")),
+        (topics.STORAGE, _store_ts(type="lsen:..")),
+        (topics.CONVERTER_M2MP, _data_simple(channel="sen:\ud800")),
+        (topics.CONVERTER_M2MP, _data_simple(channel="lsen:..")),
     ],
     ids=[
         "to-names-no-topic",
