@@ -18,11 +18,13 @@ not stored, duplicated = stored more than once. "acks back" is the time from the
 the fault to the first acknowledgement after it; "all stored", to the moment every
 acknowledged record was readable.
 
-Part 2, cost (``cost``). The same devices, end to end through ``m2m serve`` processes (as
-deployed) on a private nsqd, with each combination of ``receivers.ack`` (immediate, nsqd)
-and nsqd's queue (memory: nsqd's default; disk: ``--mem-queue-size=0``), in alternating
-rounds of one run: records acknowledged and stored per second, and the ratio of each to
-immediate + memory.
+Part 2, cost (``cost``). The same devices, each sending ``--records`` records as fast as
+acknowledgements let it, end to end through ``m2m serve`` processes (as deployed) on a
+private nsqd, with each combination of ``receivers.ack`` (immediate, nsqd) and nsqd's
+queue (memory: nsqd's default; disk: ``--mem-queue-size=0``), in alternating rounds of one
+run: records per second from the first sent to the last acknowledged, and to the last
+stored in Cassandra (the end-to-end throughput), the ratio of each to immediate + memory
+(medians of the rounds), and the serve processes' CPU per record.
 
 Nothing is asserted here; tests/integration/test_faults.py asserts on the same scenarios
 at a smaller load. It stops and starts the stack's nsqd and Cassandra: nothing else
@@ -53,9 +55,10 @@ from typing import Any
 import yaml
 
 from bench.keyspace import throwaway_keyspace
-from bench.receivers import DEPLOYED, free_port, running, stored
+from bench.receivers import DEPLOYED, free_port, running, settled, stored, wait_for
 from m2m.cassandra import Database
 from m2m.config import Config, load_config
+from m2m.errors import Unavailable
 from m2m.receivers.counted_device import (
     CountedALIPDevice,
     CountedDevice,
@@ -332,8 +335,11 @@ async def _until_stored(
     """Seconds from ``since`` until every acknowledged record is readable; None: never."""
     deadline = time.monotonic() + STORED_TIMEOUT
     while time.monotonic() < deadline:
-        counts = await asyncio.gather(*(stored_numbers(timeseries, d) for d in devices))
-        if all(d.acknowledged <= c.keys() for d, c in zip(devices, counts, strict=True)):
+        try:
+            counts = await asyncio.gather(*(stored_numbers(timeseries, d) for d in devices))
+        except Unavailable:  # our own connection to a Cassandra just back is not up yet
+            counts = []
+        if counts and all(d.acknowledged <= c.keys() for d, c in zip(devices, counts, strict=True)):
             return time.monotonic() - since
         await asyncio.sleep(POLL)
     return None
@@ -367,52 +373,53 @@ def _aligned(rows: list[list[str]]) -> list[str]:
 # --- Cost --------------------------------------------------------------------------------
 
 ACKS = ("immediate", "nsqd")
+SERVER_RECORDS_PER_CONNECTION = 3
+"""``device_identified``, ``device_connected``, ``device_disconnected``."""
 QUEUES = {"memory": (), "disk": ("--mem-queue-size=0",)}
 
 
 @dataclass
 class Rate:
     acknowledged: float
+    """Records per second, from the first sent to the last acknowledged."""
     stored: float
+    """Records per second, from the first sent to the last stored (end to end)."""
     cpu_per_record: float
+    """Seconds of CPU of every serve process, per record, until the last was stored."""
 
 
 async def measure_cost(
-    settings: dict[str, Any], queue: str, binary: Path, directory: Path, load: Load, seconds: float
+    settings: dict[str, Any], queue: str, binary: Path, directory: Path, load: Load, records: int
 ) -> Rate:
-    """Acknowledged and stored records per second over ``seconds`` of steady traffic."""
+    """Every device sends ``records`` as fast as acknowledgements let it: how fast they
+    are acknowledged, and stored (all of them, end to end)."""
     platform_and_nsqd = running(settings, binary, directory, DEPLOYED, None, QUEUES[queue])
     async with platform_and_nsqd as (platform, nsqd):
         port = platform.ports
         run = uuid.uuid4().hex[:8]
         devices: list[CountedDevice[Any]] = [
-            *(CountedALIPDevice(f"cost:a{run}{i}", HOST, port["alip"], batch=load.batch)
-              for i in range(load.devices)),
-            *(CountedM2MPDevice(f"cost:m{run}{i}", HOST, port["m2mp"], batch=load.batch)
-              for i in range(load.devices)),
+            *(CountedALIPDevice(f"cost:a{run}{i}", HOST, port["alip"], batch=load.batch,
+                                quota=records) for i in range(load.devices)),
+            *(CountedM2MPDevice(f"cost:m{run}{i}", HOST, port["m2mp"], batch=load.batch,
+                                quota=records) for i in range(load.devices)),
         ]  # fmt: skip
-        stop = asyncio.Event()
-        runs = [asyncio.create_task(device.run(stop, load.interval)) for device in devices]
-        try:
-            while not all(device.connections for device in devices):
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(load.warmup)
-            acked = sum(len(device.acknowledged) for device in devices)
-            finished = stored(await asyncio.to_thread(nsqd.stats)).finished
-            cpu = platform.cpu_seconds()
-            await asyncio.sleep(seconds)
-            acked = sum(len(device.acknowledged) for device in devices) - acked
-            finished = stored(await asyncio.to_thread(nsqd.stats)).finished - finished
-            cpu = platform.cpu_seconds() - cpu
-        finally:
-            stop.set()
-            await asyncio.gather(*runs)
-    return Rate(acked / seconds, finished / seconds, cpu / max(acked, 1))
+        base = stored(await settled(nsqd)).finished
+        total = records * len(devices)
+        # Each device's one connection adds three _server records to store.
+        messages = total + SERVER_RECORDS_PER_CONNECTION * len(devices)
+        cpu = platform.cpu_seconds()
+        started = time.perf_counter()
+        await asyncio.gather(*(device.run(asyncio.Event()) for device in devices))
+        acknowledged = time.perf_counter()
+        done = await wait_for(
+            nsqd, lambda stats: stored(stats).finished >= base + messages, "every record stored"
+        )
+        cpu = platform.cpu_seconds() - cpu
+        assert all(device.connections == 1 for device in devices), "a connection broke"
+    return Rate(total / (acknowledged - started), total / (done - started), cpu / total)
 
 
-async def cost_table(
-    config: Config, directory: Path, load: Load, seconds: float, rounds: int
-) -> str:
+async def cost_table(config: Config, directory: Path, load: Load, records: int, rounds: int) -> str:
     binary = nsq_artifact(config.stack.cache_dir.expanduser(), config.stack.nsq_version).home
     binary = binary / "bin" / "nsqd"
     variants = [(ack, queue) for queue in QUEUES for ack in ACKS]
@@ -421,7 +428,7 @@ async def cost_table(
         for ack, queue in variants:
             settings = config.model_dump(mode="json")
             settings["receivers"]["ack"] = ack
-            rate = await measure_cost(settings, queue, binary, directory, load, seconds)
+            rate = await measure_cost(settings, queue, binary, directory, load, records)
             rates[(ack, queue)].append(rate)
             print(
                 f"  round {round_number + 1}: ack {ack}, {queue} queue: "
@@ -454,7 +461,7 @@ async def run(
     scenarios: Sequence[str],
     load: Load,
     outage: float,
-    seconds: float,
+    records: int,
     rounds: int,
 ) -> None:
     settings = config.model_dump(mode="json")
@@ -476,8 +483,8 @@ async def run(
         print(f"\n{load.devices} ALIP and {load.devices} M2MP devices, batches of {load.batch}:")
         print(outcome_table(outcomes))
     if "cost" in scenarios:
-        print(f"\ncost: {seconds:.0f} s windows, {rounds} round(s)", flush=True)
-        print(await cost_table(config, directory, load, seconds, rounds))
+        print(f"\ncost: {records:,} records a device, {rounds} round(s)", flush=True)
+        print(await cost_table(config, directory, load, records, rounds))
 
 
 def main() -> None:
@@ -487,8 +494,8 @@ def main() -> None:
                         help=f"comma-separated (default all: {','.join(SCENARIOS)})")  # fmt: skip
     parser.add_argument("--devices", type=int, default=50, help="devices of each protocol")
     parser.add_argument("--outage", type=float, default=60.0, help="seconds Cassandra is down")
-    parser.add_argument("--seconds", type=float, default=15.0, help="cost: measured window")
-    parser.add_argument("--rounds", type=int, default=2, help="cost: rounds of every variant")
+    parser.add_argument("--records", type=int, default=500, help="cost: records a device sends")
+    parser.add_argument("--rounds", type=int, default=3, help="cost: rounds of every variant")
     arguments = parser.parse_args()
     configured = load_config(arguments.config)
     with (
@@ -504,7 +511,7 @@ def main() -> None:
                 arguments.scenarios,
                 Load(devices=arguments.devices),
                 arguments.outage,
-                arguments.seconds,
+                arguments.records,
                 arguments.rounds,
             )
         )

@@ -15,11 +15,12 @@ lazily, page by page, and ``prepare`` (cached per statement text).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from asyncio import Future
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -78,6 +79,18 @@ _TRANSIENT_FAILURES = (
     IsBootstrappingErrorMessage,
 )
 """What the driver raises when Cassandra, not the request, is the problem."""
+
+
+@contextlib.contextmanager
+def _outages_raised() -> Iterator[None]:
+    """Raise what the driver raises at once as a request's failure would be raised."""
+    try:
+        yield
+    except Exception as exc:
+        raised = _as_raised(exc)
+        if raised is exc:
+            raise
+        raise raised from exc
 
 
 def _as_raised(failure: BaseException) -> BaseException:
@@ -168,7 +181,8 @@ class Database:
         if statement is None:
             # The statement carries the keyspace (protocol v5): the session has none, so
             # one driver session could serve several keyspaces and Cassandra sees no USE.
-            statement = self.session.prepare(cql, keyspace=self.keyspace)
+            with _outages_raised():
+                statement = self.session.prepare(cql, keyspace=self.keyspace)
             self._prepared[cql] = statement
         return statement
 
@@ -264,13 +278,11 @@ class Database:
         """Send once a slot is free; the future resolves, and the slot frees, on the answer."""
         await self._slots.acquire()
         try:
-            response = self.session.execute_async(statement, params, paging_state=paging_state)
-        except BaseException as exc:
+            with _outages_raised():
+                response = self.session.execute_async(statement, params, paging_state=paging_state)
+        except BaseException:
             self._slots.release()
-            raised = _as_raised(exc)
-            if raised is exc:
-                raise
-            raise raised from exc
+            raise
         answered: asyncio.Future[ResponseFuture] = asyncio.get_running_loop().create_future()
         self.bridge().watch(response, self._settle_request, answered)
         return answered

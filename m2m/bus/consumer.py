@@ -10,9 +10,11 @@ the channel's others:
 - An outage (:class:`~m2m.errors.Unavailable`: Cassandra down or too slow, nsqd not taking
   messages) ends some day: the message is kept in hand and tried again after a random
   delay whose bound doubles up to ``RETRY_MAX_DELAY`` (full jitter), for as long as it
-  takes, and nsqd is told each time that we still work on it (TOUCH). Messages in hand
-  hold the in-flight slots, so a consumer in an outage stops taking new messages instead
-  of spinning through them. An outage is logged when it starts and when it ends, and its
+  takes, and nsqd is told meanwhile that we still work on it (TOUCH). Messages in hand
+  hold the in-flight slots, so a consumer in an outage stops taking new messages; and
+  while the outage lasts, the messages in hand take turns: one attempt every
+  ``PROBE_INTERVAL``, whichever message makes it, so a thousand messages in hand do not
+  make a thousand attempts. An outage is logged when it starts and when it ends, and its
   end wakes every message in hand at once.
 - Anything else is a bug. The message is requeued with a growing delay, without backing
   the reader off (the channel's other messages keep coming), for ``nsq.max_attempts``
@@ -32,6 +34,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 import nsq
@@ -62,6 +65,10 @@ RETRY_MAX_DELAY: Final = 15.0
 """Seconds: the bound the delays double up to (nsqd's message timeout is 60 s)."""
 OUTAGE_MIN: Final = 1.0
 """Seconds of failures without a success that make an outage (whose end wakes everyone)."""
+PROBE_INTERVAL: Final = 1.0
+"""Seconds between two attempts in an outage, whichever message makes them."""
+TOUCH_INTERVAL: Final = 20.0
+"""Seconds between two TOUCHes of a message waiting its turn (nsqd's timeout is 60 s)."""
 REQUEUE_FIRST_DELAY_MS: Final = 1000
 """A message failing unexpectedly comes back after this, doubled at each delivery…"""
 REQUEUE_MAX_DELAY_MS: Final = 60_000
@@ -178,7 +185,7 @@ class Consumer:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(Unavailable),
             wait=wait_random_exponential(multiplier=RETRY_FIRST_DELAY, max=RETRY_MAX_DELAY),
-            sleep=self._outage.sleep,
+            sleep=partial(self._outage.wait, message),
             before_sleep=lambda state: self._held_longer(message, state),
             reraise=True,
         )
@@ -265,6 +272,8 @@ class _Outage:
         self._failing_since: float | None = None
         self._failures = 0
         self._ended = asyncio.Event()
+        self._turns = asyncio.Lock()
+        self._last_turn = 0.0
 
     def failed(self, failure: BaseException | None) -> None:
         self._failures += 1
@@ -284,10 +293,41 @@ class _Outage:
         self._failing_since = None
         self._failures = 0
 
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds``, or less if the current outage ends first."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ended.wait(), seconds)
+    @property
+    def lasting(self) -> bool:
+        """Whether an outage is under way (failures, and no success, for OUTAGE_MIN s)."""
+        since = self._failing_since
+        return since is not None and time.monotonic() - since >= OUTAGE_MIN
+
+    async def wait(self, message: nsq.Message, seconds: float) -> None:
+        """Before ``message`` is tried again: ``seconds``, then, while an outage lasts, its
+        turn. The end of the outage ends the wait of every message at once."""
+        ended = self._ended
+        if await _set_within(ended, seconds) or not self.lasting:
+            return
+        while not await _acquired_within(self._turns, TOUCH_INTERVAL):
+            message.touch()  # still ours: nsqd must not give it to another consumer
+        try:
+            if not ended.is_set():
+                await _set_within(ended, self._last_turn + PROBE_INTERVAL - time.monotonic())
+            self._last_turn = time.monotonic()
+        finally:
+            self._turns.release()
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether ``event`` is set within ``seconds`` (waiting no longer)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), max(0.0, seconds))
+    return event.is_set()
+
+
+async def _acquired_within(lock: asyncio.Lock, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(lock.acquire(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 class _Reader(nsq.Reader):

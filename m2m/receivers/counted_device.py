@@ -53,9 +53,18 @@ class CountedDevice(ABC, Generic[Client]):
     record_type: str
 
     def __init__(
-        self, ident: str, host: str, port: int, *, batch: int = 10, answer_timeout: float = 10.0
+        self,
+        ident: str,
+        host: str,
+        port: int,
+        *,
+        batch: int = 10,
+        answer_timeout: float = 10.0,
+        quota: int | None = None,
     ) -> None:
         self.ident = ident
+        self.quota = quota
+        """Records to send at most (None: until ``run`` is told to stop)."""
         self.host = host
         self.port = port
         self.batch = batch
@@ -92,7 +101,8 @@ class CountedDevice(ABC, Generic[Client]):
     async def run(
         self, stop: asyncio.Event, interval: float = 0.0, deadline: float = 600.0
     ) -> None:
-        """Send new records until ``stop`` is set, then until every one is acknowledged.
+        """Send new records until ``stop`` is set (or ``quota`` sent), then until every one
+        is acknowledged.
 
         A batch waits ``interval`` seconds after the previous one. Connections that break
         (or never answer) are opened again, and what they did not acknowledge is sent
@@ -102,7 +112,7 @@ class CountedDevice(ABC, Generic[Client]):
         stop_watch = asyncio.ensure_future(self._deadline(stop, deadline, give_up))
         try:
             while not give_up.done():
-                if stop.is_set() and not self.unacknowledged:
+                if self._sending_over(stop) and not self.unacknowledged:
                     return
                 try:
                     client = await self._connected()
@@ -131,12 +141,18 @@ class CountedDevice(ABC, Generic[Client]):
             owed = self.unacknowledged
             for start in range(0, len(owed), self.batch):
                 await self._send_batch(client, owed[start : start + self.batch])
-            while not stop.is_set() and not give_up.done():
-                await self._send_batch(client, [self._number() for _ in range(self.batch)])
+            while not self._sending_over(stop) and not give_up.done():
+                count = (
+                    self.batch if self.quota is None else min(self.batch, self.quota - self.sent)
+                )
+                await self._send_batch(client, [self._number() for _ in range(count)])
                 if interval:
                     await asyncio.sleep(interval)
         except (OSError, TimeoutError, ConnectionError):
             return  # the connection broke: a new one sends what is owed
+
+    def _sending_over(self, stop: asyncio.Event) -> bool:
+        return stop.is_set() or (self.quota is not None and self.sent >= self.quota)
 
     def _number(self) -> int:
         number = len(self._times)

@@ -131,26 +131,26 @@ class ALIPProtocol(DeviceProtocol):
             case CommandsList():
                 return self._resend_commands()
             case AckRequest(x=token):
-                return session.when_safe(partial(self._send, lines.ack_answer(token)))
+                return session.when_safe(partial(self.write, lines.ack_answer(token)))
             case AckAnswer():
                 pass  # the device is alive: that was the point
             case Time():
-                self._send(lines.current_time(int(time.time())))
+                self.write(lines.current_time(int(time.time())))
             case FirmwareSelect(name=name):
                 return self._select_firmware(name)
             case FirmwareSize():
-                self._send(lines.firmware_size(self._selected_firmware().size))
+                self.write(lines.firmware_size(self._selected_firmware().size))
             case FirmwareGet(offset=offset, size=size):
                 return self._firmware_chunk(offset, size)
             case DebugId():
-                self._send(lines.debug_device_id(self._device_id()))
+                self.write(lines.debug_device_id(self._device_id()))
             case DebugSource():
-                self._send(lines.debug_source(session.source, session.connection_id))
+                self.write(lines.debug_source(session.source, session.connection_id))
             case DebugConnected():
                 connected = int(time.monotonic() - self.connected_at)
-                self._send(lines.debug_connected(connected))
+                self.write(lines.debug_connected(connected))
             case DebugVersion():
-                self._send(lines.debug_version(__version__))
+                self.write(lines.debug_version(__version__))
             case DebugSetSetting(name=name, value=value):
                 return self._debug_set_setting(name, value)
             case DebugAddCommand(text=text):
@@ -160,9 +160,9 @@ class ALIPProtocol(DeviceProtocol):
             case DebugLogLevel(level=level):
                 if level is not None:
                     self._log_level = level
-                self._send(lines.debug_log_level(self._log_level))
+                self.write(lines.debug_log_level(self._log_level))
             case Quit():
-                self._send(lines.QUIT_BYE)
+                self.write(lines.QUIT_BYE)
                 self.close()
         return None
 
@@ -172,7 +172,7 @@ class ALIPProtocol(DeviceProtocol):
         if self.session.device is not None:
             raise AlipError("You already identified !")
         accepted = await self.session.identify(ident)
-        self._send(lines.IDENT_ACCEPTED if accepted else lines.IDENT_REFUSED)
+        self.write(lines.IDENT_ACCEPTED if accepted else lines.IDENT_REFUSED)
         if accepted:
             await self.session.greet()
 
@@ -187,7 +187,7 @@ class ALIPProtocol(DeviceProtocol):
     def _store(self, device_type: str, content: str, moment: datetime | None) -> None:
         processed = process_data(device_type, content)
         if isinstance(processed, Echo):
-            self._send(lines.echo(processed.content))
+            self.write(lines.echo(processed.content))
             return
         self._store_record(processed.type, processed.value, processed.time or moment)
 
@@ -212,7 +212,7 @@ class ALIPProtocol(DeviceProtocol):
         line = self._setting_line(name, value)
         if line is None:
             raise AlipError(f'Setting "{name}" cannot be sent: its value spans lines')
-        self._send(line)
+        self.write(line)
 
     async def _ack_command(self, number: int) -> None:
         command_id = self._command_numbers.acknowledged(number)
@@ -227,13 +227,13 @@ class ALIPProtocol(DeviceProtocol):
     async def _debug_set_setting(self, name: str, value: str) -> None:
         assert self.session.device is not None
         await self.session.device.define_setting(name, value)
-        self._send(lines.DEBUG_SET_SETTING_OK)
+        self.write(lines.DEBUG_SET_SETTING_OK)
         self._control(topics.SEND_SETTINGS)
 
     async def _debug_add_command(self, text: str) -> None:
         assert self.session.device is not None
         await self.session.device.add_command(text)
-        self._send(lines.DEBUG_ADD_COMMAND_OK)
+        self.write(lines.DEBUG_ADD_COMMAND_OK)
         self._control(topics.SEND_COMMANDS)
 
     def _control(self, call: str) -> None:
@@ -244,7 +244,7 @@ class ALIPProtocol(DeviceProtocol):
     async def _debug_last(self, count: int) -> None:
         assert self.session.device is not None
         timeseries = self.factory.context.timeseries
-        self._send(lines.LAST_BEGIN)
+        self.write(lines.LAST_BEGIN)
         if count > 0:
             records = timeseries.records(
                 self.session.device.series_id, limit=count, page_size=LAST_PAGE_SIZE
@@ -255,8 +255,8 @@ class ALIPProtocol(DeviceProtocol):
                     if self.gone:
                         break
                     line = lines.last_record(record.time, record.type, json.dumps(record.data))
-                    self._send(line)
-        self._send(lines.LAST_END)
+                    self.write(line)
+        self.write(lines.LAST_END)
 
     # -- firmware ----------------------------------------------------------------------
 
@@ -266,7 +266,7 @@ class ALIPProtocol(DeviceProtocol):
         except BlobError as exc:
             log.warning("connection %d: firmware %r: %s", self.session.connection_id, name, exc)
             self._firmware = None
-        self._send(lines.FIRMWARE_FOUND if self._firmware else lines.FIRMWARE_NOT_FOUND)
+        self.write(lines.FIRMWARE_FOUND if self._firmware else lines.FIRMWARE_NOT_FOUND)
 
     def _selected_firmware(self) -> BlobFile:
         if self._firmware is None:
@@ -285,18 +285,15 @@ class ALIPProtocol(DeviceProtocol):
             raise AlipError(
                 f'Firmware "{firmware.name}" changed since it was selected: select it again'
             ) from None
-        self._send(lines.firmware_chunk(offset, chunk))
+        self.write(lines.firmware_chunk(offset, chunk))
 
     # -- lines to the device (the session's DeviceLink) --------------------------------
-
-    def _send(self, line: bytes) -> None:
-        self.write(line)
 
     def send_settings(self, settings: Sequence[tuple[str, str]]) -> None:
         for name, value in settings:
             line = self._setting_line(name, value)
             if line is not None:
-                self._send(line)
+                self.write(line)
 
     def _setting_line(self, name: str, value: str) -> bytes | None:
         """The ``S S`` line of a setting; None (logged) for a value with a newline.
@@ -317,10 +314,10 @@ class ALIPProtocol(DeviceProtocol):
     def send_commands(self, commands: Sequence[tuple[str, str]]) -> None:
         for command_id, text in commands:
             number = self._command_numbers.number(command_id)
-            self._send(lines.command(number, text.replace("\n", " ")))
+            self.write(lines.command(number, text.replace("\n", " ")))
 
     def request_all_settings(self) -> None:
-        self._send(lines.SETTINGS_REQUEST_ALL)
+        self.write(lines.SETTINGS_REQUEST_ALL)
 
     def request_capabilities(self) -> None:
         """ALIP has no capability question."""
@@ -328,24 +325,24 @@ class ALIPProtocol(DeviceProtocol):
     def _step_failed(self, exc: BaseException) -> None:
         """A command refused (its ``ERR`` answer), or failed on our side (logged)."""
         if isinstance(exc, InvalidInput):
-            self._send(lines.error(str(exc)))
+            self.write(lines.error(str(exc)))
         elif isinstance(exc, Unavailable):
             log.warning("connection %d: %s", self.session.connection_id, exc)
-            self._send(lines.error("Service unavailable, try again later"))
+            self.write(lines.error("Service unavailable, try again later"))
         else:
             super()._step_failed(exc)
-            self._send(lines.error("Internal error, try again later"))
+            self.write(lines.error("Internal error, try again later"))
 
     # -- timers ------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
         timing = self.factory.context.timing
         if self.session.device is None and now - self.connected_at >= timing.identification_timeout:
-            self._send(lines.QUIT_IDENTIFICATION_TIMEOUT)
+            self.write(lines.QUIT_IDENTIFICATION_TIMEOUT)
             self.close()
         elif now - self.session.last_received >= timing.disconnect_after_silence:
-            self._send(lines.QUIT_NO_DATA)
+            self.write(lines.QUIT_NO_DATA)
             self.close()
         elif self.session.ping_due(now):
-            self._send(lines.ack_request(self._ping_counter))
+            self.write(lines.ack_request(self._ping_counter))
             self._ping_counter += 1
