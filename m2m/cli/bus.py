@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -106,13 +106,9 @@ def dead_replay(app: App, topic: str, limit: int) -> None:
     _summary(held, topic, limit, "replayed ")
 
 
-def _run(work: Callable[[], Awaitable[Held]]) -> Held:
+def _run(work: Callable[[], Coroutine[Any, Any, Held]]) -> Held:
     mute_bus_libraries()
-
-    async def main() -> Held:
-        return await work()
-
-    return asyncio.run(main())
+    return asyncio.run(work())
 
 
 def _summary(held: Held, topic: str, limit: int, done: str) -> None:
