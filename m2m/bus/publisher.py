@@ -65,6 +65,8 @@ class MessageRefused(InvalidInput):
     """nsqd refused a message for good (its size, its topic): it was dropped."""
 
 
+DEADLINE_SWEEP = 1.0
+"""Seconds between two looks for deliveries past their timeout."""
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 """The bodies of one MPUB at most: below nsqd's default ``--max-body-size`` (5 MiB)."""
 _REFUSED_FOR_GOOD = (b"E_BAD_MESSAGE", b"E_BAD_BODY", b"E_BAD_TOPIC")
@@ -122,6 +124,9 @@ class Publisher:
         """The batch out to nsqd, per topic."""
         self._alone: dict[str, int] = {}
         """Per topic, how many messages go one at a time (after nsqd refused their batch)."""
+        self._deadlines: dict[asyncio.Future[None], float] = {}
+        """Deliveries waiting for nsqd, and the loop time they give up at."""
+        self._sweeping: asyncio.TimerHandle | None = None
         self._last_accepted = 0
         self._barriers: list[tuple[int, int, asyncio.Future[None]]] = []
         """(message number, tie-breaker, future): a heap, the lowest number first."""
@@ -138,6 +143,9 @@ class Publisher:
             asyncio.get_running_loop().call_later(self._retry_delay, self._retry, topic)
 
     def close(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            self._sweeping = None
         if self._writer is not None:
             for conn in list(self._writer.conns.values()):
                 conn.close()
@@ -212,15 +220,34 @@ class Publisher:
         Raises :class:`PublishDropped` when the buffer is full, :class:`PublishTimeout`
         after ``timeout`` seconds (the message stays queued: it may still go out later).
         """
-        acknowledged = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        acknowledged = loop.create_future()
         if not self._enqueue(topic or envelope.topic, envelope.to_json(), acknowledged):
             raise PublishDropped(f"publish buffer full ({self._capacity} messages)")
+        if timeout is None:
+            await acknowledged
+            return
+        # One sweep a second for every delivery waiting, not a timer each: deliveries are
+        # the converter's hot path.
+        self._deadlines[acknowledged] = loop.time() + timeout
+        if self._sweeping is None:
+            self._sweeping = loop.call_later(DEADLINE_SWEEP, self._sweep_deadlines)
         try:
-            await asyncio.wait_for(acknowledged, timeout)
-        except TimeoutError:
-            raise PublishTimeout(
-                f"nsqd did not acknowledge a message within {timeout:g} s"
-            ) from None
+            await acknowledged
+        finally:
+            self._deadlines.pop(acknowledged, None)
+
+    def _sweep_deadlines(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for acknowledged, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[acknowledged]
+                if not acknowledged.done():
+                    acknowledged.set_exception(PublishTimeout("nsqd did not acknowledge in time"))
+        self._sweeping = (
+            loop.call_later(DEADLINE_SWEEP, self._sweep_deadlines) if self._deadlines else None
+        )
 
     def _enqueue(self, topic: str, body: bytes, acknowledged: asyncio.Future[None] | None) -> bool:
         if len(body) > self._max_message_bytes:

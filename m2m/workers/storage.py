@@ -24,7 +24,7 @@ from m2m.bus.envelope import Envelope, InvalidMessage
 from m2m.cassandra import Database
 from m2m.errors import InvalidInput
 from m2m.registry.device import Device
-from m2m.registry.device_series import device_of_series, listed_sensor
+from m2m.registry.device_series import LISTED_SENSOR_PREFIX, device_of_series, listed_sensor
 from m2m.timeseries import TimeSeries, TimeSeriesError
 from m2m.timeseries.rules import check_record_type, check_series_id
 from m2m.timeseries.timeuuids import seeded_timeuuid, time_of
@@ -36,9 +36,7 @@ class StoreRequest:
     type: str
     uuid: uuid.UUID
     data: Any
-    device_id: str | None
-    """The device whose series ``key`` is, if it is a device's."""
-    listed_sensor: str | None
+    listed_sensor: ListedSensor | None
     """The device's listed sensor the record is of, to note on the device."""
 
     @classmethod
@@ -56,14 +54,31 @@ class StoreRequest:
             raise InvalidMessage("store_ts needs a key and a type (non-empty strings)")
         if "data" not in fields:
             raise InvalidMessage("store_ts needs data")
-        device_id = device_of_series(key)
         try:
             check_series_id(key)
             check_record_type(record_type)
-            sensor = listed_sensor(record_type) if device_id is not None else None
+            sensor = ListedSensor.of(key, record_type)
         except InvalidInput as exc:
             raise InvalidMessage(f"store_ts refused: {exc}") from None
-        return cls(key, record_type, _record_uuid(fields), fields["data"], device_id, sensor)
+        return cls(key, record_type, _record_uuid(fields), fields["data"], sensor)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedSensor:
+    device_id: str
+    name: str
+
+    @classmethod
+    def of(cls, series_id: str, record_type: str) -> ListedSensor | None:
+        """The listed sensor a record of a device is of; None for other records."""
+        if not record_type.startswith(LISTED_SENSOR_PREFIX):
+            return None  # nearly always: and no series id to parse
+        device_id = device_of_series(series_id)
+        if device_id is None:
+            return None
+        name = listed_sensor(record_type)
+        assert name is not None
+        return cls(device_id, name)
 
 
 def _record_uuid(fields: Any) -> uuid.UUID:
@@ -95,6 +110,8 @@ class StorageWorker:
             )
         except TimeSeriesError as exc:  # refused as it is: retrying cannot help
             raise InvalidMessage(str(exc)) from exc
-        if request.device_id is not None and request.listed_sensor is not None:
-            device = Device(self._database, request.device_id)
-            await device.note_listed_sensor(request.listed_sensor, record.time)
+        sensor = request.listed_sensor
+        if sensor is not None:
+            await Device(self._database, sensor.device_id).note_listed_sensor(
+                sensor.name, record.time
+            )

@@ -18,7 +18,7 @@ from m2m.bus.envelope import Envelope, InvalidMessage
 from m2m.timeseries.rules import encode_data
 from m2m.timeseries.timeuuids import time_of
 from m2m.workers.conversion import CONVERTER_ADDRESS, convert
-from m2m.workers.storage import StoreRequest
+from m2m.workers.storage import ListedSensor, StoreRequest
 
 DEVICE_ID = "0f5e2c3a-8a4b-4c59-9d2e-4b6a1f0c7d21"
 DATE_UUID = "3435c6ca-e6e4-11f1-a02f-02fc00000001"
@@ -472,7 +472,7 @@ def test_a_channel_no_device_record_can_have_is_refused(
 def test_a_listed_sensor_channel_is_stored_under_its_type() -> None:
     record = only_record(simple("lsen:pressure", b"1013"))
     assert (record.fields["type"], record.fields["data"]) == ("lsen:pressure", "1013")
-    assert StoreRequest.of(record).listed_sensor == "pressure"
+    assert StoreRequest.of(record).listed_sensor == ListedSensor(DEVICE_ID, "pressure")
 
 
 def test_the_longest_channel_a_record_can_have_is_accepted() -> None:
@@ -672,8 +672,7 @@ def check_conversion(envelope: Envelope) -> None:
     record, *others = produced
     assert record.call == topics.STORE_TS
     request = StoreRequest.of(record)
-    assert request.device_id is not None
-    assert request.key == f"dev-{request.device_id}"
+    assert request.key == f"dev-{UUID(envelope.fields['device_id'])}"
     assert request.type == envelope.fields["channel"]
     assert json.loads(encode_data(record.fields["data"])) == record.fields["data"]
     assert json.loads(record.to_json())["data"] == record.fields["data"]

@@ -18,7 +18,7 @@ from m2m.bus.envelope import Envelope, InvalidMessage
 from m2m.errors import InvalidInput
 from m2m.timeseries.rules import check_record_type, check_series_id
 from m2m.timeseries.timeuuids import time_of
-from m2m.workers.storage import StoreRequest
+from m2m.workers.storage import ListedSensor, StoreRequest
 
 DEVICE_ID = "0f5e2c3a-8a4b-4c59-9d2e-4b6a1f0c7d21"
 DEVICE_SERIES = f"dev-{DEVICE_ID}"
@@ -46,14 +46,13 @@ def test_a_record_of_a_device_is_for_its_series_at_its_date_uuid() -> None:
         type="sen:temp",
         uuid=UUID(DATE_UUID),
         data={"lat": 48.85},
-        device_id=DEVICE_ID,
         listed_sensor=None,
     )
 
 
 def test_a_listed_sensor_record_of_a_device_names_the_sensor_to_note() -> None:
     request = StoreRequest.of(store_ts(type="lsen:pressure"))
-    assert (request.device_id, request.listed_sensor) == (DEVICE_ID, "pressure")
+    assert request.listed_sensor == ListedSensor(DEVICE_ID, "pressure")
 
 
 @pytest.mark.parametrize(
@@ -69,7 +68,7 @@ def test_a_listed_sensor_record_of_a_device_names_the_sensor_to_note() -> None:
 )
 def test_only_a_canonical_device_series_is_a_device_s(key: str) -> None:
     request = StoreRequest.of(store_ts(key=key, type="lsen:pressure"))
-    assert (request.key, request.device_id, request.listed_sensor) == (key, None, None)
+    assert (request.key, request.listed_sensor) == (key, None)
 
 
 def test_a_series_of_no_device_may_have_a_type_no_registry_node_could_name() -> None:
@@ -246,11 +245,8 @@ def test_any_fields_give_a_request_the_stores_accept_or_an_invalid_message(
     check_record_type(request.type)
     assert time_of(request.uuid)
     assert json.dumps(request.data) == json.dumps(fields["data"])
-    if request.device_id is not None:
-        assert request.key == f"dev-{request.device_id}"
-        assert str(UUID(request.device_id)) == request.device_id
-    if request.listed_sensor is not None:
-        assert request.device_id is not None
-        assert request.type == f"lsen:{request.listed_sensor}"
-    else:
-        assert request.device_id is None or not request.type.startswith("lsen:")
+    sensor = request.listed_sensor
+    if sensor is not None:
+        assert request.key == f"dev-{sensor.device_id}"
+        assert str(UUID(sensor.device_id)) == sensor.device_id
+        assert request.type == f"lsen:{sensor.name}"
