@@ -20,8 +20,9 @@ import click
 from m2m.bus.dead_letters import DEAD_TOPIC_SUFFIX, MAX_HELD, DeadLetters, Held, dead_topic
 from m2m.bus.publisher import Publisher
 from m2m.cli.app import App, OneLineErrors, pass_app
-from m2m.cli.output import json_option, print_rows, unix_time_text
+from m2m.cli.output import json_option, print_rows
 from m2m.cli.push import mute_bus_libraries
+from m2m.text import unix_time_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -9,15 +9,13 @@ receiver process holds it. Output is a table for people, JSON lines with ``--jso
 
 from __future__ import annotations
 
-import asyncio
-import re
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from typing import Any, TypeVar
 
 import click
 
 from m2m.bus import topics
+from m2m.bus.push import PushNotSentError
 from m2m.cassandra import Database, run_with_database
 from m2m.cli.app import App, OneLineErrors, pass_app
 from m2m.cli.output import (
@@ -26,19 +24,24 @@ from m2m.cli.output import (
     json_option,
     print_object,
     print_rows,
-    unix_time_text,
-    utc_text,
 )
-from m2m.cli.push import PushNotSentError, tell_receivers
-from m2m.errors import M2MError
-from m2m.receivers.session import SERVER_RECORD_TYPE
+from m2m.cli.push import tell_receivers
 from m2m.registry.device import (
     DefaultDevice,
     Device,
     Devices,
     RouteOwner,
     add_route,
+    check_setting,
     remove_route,
+)
+from m2m.registry.device_views import (
+    check_has_setting,
+    command_rows,
+    connection,
+    device_rows,
+    last_records,
+    setting_rows,
 )
 from m2m.registry.domain import Domains
 from m2m.registry.routes import Route
@@ -48,32 +51,6 @@ T = TypeVar("T")
 
 DEFAULT_RULES = "default"
 """Names ``/device/default/`` in the route commands: rules for every device."""
-RECENT_RECORDS = 500
-"""How many of the newest records ``show`` reads to find the last one of each type.
-
-The time series index is keyed by (id, type): the types of a series cannot be listed
-without reading records, so the types seen among the newest ones are those shown.
-"""
-CONNECTED = "connected"
-DISCONNECTED = "disconnected"
-UNKNOWN = "unknown"
-_CONNECTION_BY_SERVER_RECORD = {
-    topics.DEVICE_CONNECTED: CONNECTED,
-    topics.DEVICE_IDENTIFIED: CONNECTED,
-    topics.DEVICE_DISCONNECTED: DISCONNECTED,
-}
-_UNSAFE_SETTING_NAME = re.compile(r"[\s=]")
-"""M2MP sends ``name=value`` and ALIP ``S S name value``: either would split such a name."""
-
-
-class InvalidSettingError(M2MError):
-    """A setting the protocols could not carry to the device."""
-
-
-class UnknownSettingError(M2MError):
-    """The device has no setting by that name."""
-
-
 # -- running a command on a device ------------------------------------------------------
 
 
@@ -107,86 +84,12 @@ def _run_and_push(
 # -- what the commands show -------------------------------------------------------------
 
 
-async def _device_rows(database: Database, devices: list[Device]) -> list[Row]:
-    """``{"id", "ident", "domain"}`` per device (the domain's name), ordered by ident."""
-    idents = await asyncio.gather(*(device.ident() for device in devices))
-    domain_ids = await asyncio.gather(*(device.domain_id() for device in devices))
-    names = await Domains(database).names(filter(None, domain_ids))
-    rows = [
-        {
-            "id": device.id,
-            "ident": ident,
-            "domain": names.get(domain_id, domain_id) if domain_id else None,
-        }
-        for device, ident, domain_id in zip(devices, idents, domain_ids, strict=True)
-    ]
-    return sorted(rows, key=lambda row: row["ident"])
-
-
-async def _connection(series: TimeSeries, device: Device) -> Row:
-    """Connected or not, as the device's latest ``_server`` record tells (if it does)."""
-    last = await series.last(device.series_id, SERVER_RECORD_TYPE)
-    data = last.data if last is not None and isinstance(last.data, dict) else {}
-    state = _CONNECTION_BY_SERVER_RECORD.get(str(data.get("type")), UNKNOWN)
-    if last is None or state == UNKNOWN:
-        return {"connection": UNKNOWN, "since": None, "source": None}
-    return {"connection": state, "since": utc_text(last.time), "source": data.get("source")}
-
-
 async def _status(device: Device) -> Row:
     """Who the device is, whether it is connected, and the status values it reported."""
-    (row,) = await _device_rows(device.database, [device])
-    connection = await _connection(TimeSeries(device.database), device)
-    return {**row, **connection, "status": dict(sorted((await device.status()).items()))}
-
-
-async def _setting_rows(device: Device) -> list[Row]:
-    """``{"name", "value", "pending", "acked_at"}``; a pending setting shows the value sent."""
-    settings = await device.settings()
-    to_send = await device.settings_to_send()
-    acked = await device.settings_ack_times()
-    return [
-        {
-            "name": name,
-            "value": to_send.get(name, settings.get(name)),
-            "pending": name in to_send,
-            "acked_at": unix_time_text(acked[name]) if name in acked else None,
-        }
-        for name in sorted(settings.keys() | to_send.keys())
-    ]
-
-
-async def _command_rows(device: Device) -> list[Row]:
-    """``{"id", "text", "pending", "response"}``: pending commands, then answered ones.
-
-    An answered command's text is gone from the registry (acknowledging deletes it), so
-    only its response remains to show.
-    """
-    pending = await device.commands()
-    responses = await device.command_responses()
-    return [
-        {"id": command_id, "text": text, "pending": True, "response": None}
-        for command_id, text in sorted(pending.items())
-    ] + [
-        {"id": command_id, "text": None, "pending": False, "response": response}
-        for command_id, response in sorted(responses.items())
-        if command_id not in pending
-    ]
-
-
-async def _last_records(device: Device) -> list[Row]:
-    """The newest record of each type seen among the RECENT_RECORDS newest."""
-    newest: dict[str, Row] = {}
-    records = TimeSeries(device.database).records(device.series_id, limit=RECENT_RECORDS)
-    async with aclosing(records):
-        async for record in records:
-            if record.type not in newest:
-                newest[record.type] = {
-                    "type": record.type,
-                    "time": utc_text(record.time),
-                    "data": record.data,
-                }
-    return [newest[record_type] for record_type in sorted(newest)]
+    (row,) = await device_rows(device.database, [device])
+    found = await connection(TimeSeries(device.database), device)
+    del found["receiver"]
+    return {**row, **found, "status": dict(sorted((await device.status()).items()))}
 
 
 def _route_rows(routes: list[Route]) -> list[Row]:
@@ -195,16 +98,6 @@ def _route_rows(routes: list[Route]) -> list[Row]:
 
 async def _route_owner(database: Database, name: str) -> RouteOwner:
     return DefaultDevice(database) if name == DEFAULT_RULES else await Devices(database).find(name)
-
-
-def _check_setting(name: str, value: str) -> None:
-    """Refuse a setting that M2MP or ALIP could not carry to the device intact."""
-    if not name or _UNSAFE_SETTING_NAME.search(name):
-        raise InvalidSettingError(
-            f"invalid setting name {name!r}: it must be non-empty, without spaces or '='"
-        )
-    if "\n" in value or "\r" in value:
-        raise InvalidSettingError(f"invalid value for setting {name!r}: it spans lines")
 
 
 # -- the commands -----------------------------------------------------------------------
@@ -228,7 +121,7 @@ def list_devices(app: App, domain_name: str | None, as_json: bool) -> None:
         else:
             domain = await Domains(database).find(domain_name)
             members = [Device(database, device_id) for device_id in await domain.device_ids()]
-        return await _device_rows(database, members)
+        return await device_rows(database, members)
 
     print_rows(run_with_database(app.config.cassandra, work), as_json)
 
@@ -247,12 +140,12 @@ def show(app: App, dev: str, as_json: bool) -> None:
     async def work(device: Device) -> Row:
         return {
             **await _status(device),
-            "settings": await _setting_rows(device),
+            "settings": await setting_rows(device),
             "commands": [
                 {"id": command_id, "text": text}
                 for command_id, text in sorted((await device.commands()).items())
             ],
-            "last_records": await _last_records(device),
+            "last_records": await last_records(device),
         }
 
     print_object(_run_on_device(app, dev, work), as_json)
@@ -332,7 +225,7 @@ def setting() -> None:
 @pass_app
 def set_setting(app: App, dev: str, name: str, value: str) -> None:
     """Set NAME to VALUE and push it to the device if it is connected."""
-    _check_setting(name, value)
+    check_setting(name, value)
     _run_and_push(app, dev, topics.SEND_SETTINGS, lambda device: device.define_setting(name, value))
 
 
@@ -344,8 +237,7 @@ def remove_setting(app: App, dev: str, name: str) -> None:
     """Delete setting NAME."""
 
     async def work(device: Device) -> None:
-        if name not in (await device.settings()).keys() | (await device.settings_to_send()):
-            raise UnknownSettingError(f"device {dev!r} has no setting {name!r}")
+        await check_has_setting(device, name, dev)
         await device.delete_setting(name)
 
     _run_and_push(app, dev, topics.SEND_SETTINGS, work)
@@ -357,7 +249,7 @@ def remove_setting(app: App, dev: str, name: str) -> None:
 @pass_app
 def list_settings(app: App, dev: str, as_json: bool) -> None:
     """List settings: name, value, pending (not yet acknowledged), acked_at (UTC)."""
-    print_rows(_run_on_device(app, dev, _setting_rows), as_json)
+    print_rows(_run_on_device(app, dev, setting_rows), as_json)
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -387,7 +279,7 @@ def add_command(app: App, dev: str, text: str) -> None:
 @pass_app
 def list_commands(app: App, dev: str, as_json: bool) -> None:
     """List commands: id, text, pending, response (answered commands keep only it)."""
-    print_rows(_run_on_device(app, dev, _command_rows), as_json)
+    print_rows(_run_on_device(app, dev, command_rows), as_json)
 
 
 @command.command("rm")

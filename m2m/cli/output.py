@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
@@ -30,15 +29,6 @@ def json_option(command: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print JSON objects, one per line."
     )(command)
-
-
-def utc_text(moment: datetime) -> str:
-    """``2026-01-31T23:59:59Z``: ISO 8601 in UTC (with microseconds only if it has any)."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def unix_time_text(seconds: int) -> str:
-    return utc_text(datetime.fromtimestamp(seconds, UTC))
 
 
 def print_rows(rows: Sequence[Mapping[str, Any]], as_json: bool) -> None:

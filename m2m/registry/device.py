@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from m2m.cassandra import Database
-from m2m.errors import M2MError
+from m2m.errors import InvalidInput, M2MError
 from m2m.registry.device_series import SERIES_PREFIX
 from m2m.registry.domain import DEFAULT_DOMAIN, Domain, Domains
 from m2m.registry.named import EntityExistsError, EntityNotFoundError
@@ -49,6 +50,24 @@ _CHILDREN = (
     "channel-translation",
     "listed-sensors",
 )
+
+
+class InvalidSettingError(InvalidInput):
+    """A setting the protocols could not carry to the device."""
+
+
+_UNSAFE_SETTING_NAME = re.compile(r"[\s=]")
+"""M2MP sends ``name=value`` and ALIP ``S S name value``: either would split such a name."""
+
+
+def check_setting(name: str, value: str) -> None:
+    """Refuse a setting that M2MP or ALIP could not carry to the device intact."""
+    if not name or _UNSAFE_SETTING_NAME.search(name):
+        raise InvalidSettingError(
+            f"invalid setting name {name!r}: it must be non-empty, without spaces or '='"
+        )
+    if "\n" in value or "\r" in value:
+        raise InvalidSettingError(f"invalid value for setting {name!r}: it spans lines")
 
 
 class UnknownCommandError(M2MError):
@@ -97,6 +116,7 @@ class Device:
 
     async def define_setting(self, name: str, value: str) -> None:
         """A setting the device must apply: pending until it acknowledges that value."""
+        check_setting(name, value)
         await self._child("settings").set_value(name, value)
         await self._child("settings-to-send").set_value(name, value)
         await self._child("settings-ack-time").delete_value(name)
