@@ -1,14 +1,65 @@
-"""Users: people with a name, each a member of one domain."""
+"""Users: people with a name, each a member of one domain, some of them admins.
+
+``/user/<id>/`` holds ``name``, ``domain`` and, once set, ``password``: an argon2id hash
+(slow and salted, from argon2-cffi), never the password itself. ``admin`` is ``1`` for a
+user who sees every domain. API tokens are in :mod:`m2m.registry.tokens`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from m2m.errors import InvalidInput
 from m2m.registry.domain import Domain, Domains
 from m2m.registry.named import NamedEntities, NamedEntity
+
+_HASHER = PasswordHasher()
+MIN_PASSWORD_LENGTH = 8
+
+
+class WeakPasswordError(InvalidInput):
+    """A password too short to keep."""
 
 
 class User(NamedEntity):
     async def domain_id(self) -> str | None:
         return await self.node.value("domain")
+
+    async def is_admin(self) -> bool:
+        return await self.node.value("admin") == "1"
+
+    async def set_admin(self, admin: bool) -> None:
+        if admin:
+            await self.node.set_value("admin", "1")
+        else:
+            await self.node.delete_value("admin")
+
+    async def set_password(self, password: str) -> None:
+        """Keep the hash of ``password`` (hashed off the event loop: it takes ~50 ms)."""
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise WeakPasswordError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        await self.node.set_value("password", await asyncio.to_thread(_HASHER.hash, password))
+
+    async def check_password(self, password: str) -> bool:
+        """True if ``password`` is this user's (False too when none was ever set)."""
+        stored = await self.password_hash()
+        if not stored:
+            return False
+        return await asyncio.to_thread(_verify, stored, password)
+
+    async def password_hash(self) -> str | None:
+        return await self.node.value("password")
+
+
+def _verify(stored: str, password: str) -> bool:
+    try:
+        return _HASHER.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 class Users(NamedEntities[User]):
@@ -16,6 +67,25 @@ class Users(NamedEntities[User]):
 
     def _entity(self, entity_id: str) -> User:
         return User(self.database, entity_id, self.root)
+
+    async def create_in(self, name: str, domain: Domain, admin: bool = False) -> User:
+        """A new user, member of ``domain``; EntityExistsError if the name is taken."""
+        user = await self.create(name)
+        await self.move(user, domain)
+        await user.set_admin(admin)
+        return user
+
+    async def first_admin(self, name: str, domain: Domain) -> str | None:
+        """Make admin ``name`` with a random password, returned, unless there is an admin
+        already (then None): a new platform's first login."""
+        for user in await self.all():
+            if await user.is_admin():
+                return None
+        password = secrets.token_urlsafe(12)
+        user = await self.by_name(name) or await self.create_in(name, domain)
+        await user.set_admin(True)
+        await user.set_password(password)
+        return password
 
     async def move(self, user: User, domain: Domain) -> None:
         """Make ``user`` a member of ``domain`` (and of no other)."""
