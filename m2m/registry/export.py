@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from m2m.errors import M2MError
-from m2m.registry.node import NodeNotFoundError, RegistryNode
+from m2m.registry.node import NodeNotFoundError, RegistryNode, check_values
 from m2m.registry.paths import child_path
 
 NodeTree = dict[str, Any]
@@ -86,6 +86,7 @@ def _flatten(path: str, tree: object) -> Iterator[tuple[str, dict[str, str]]]:
     values = tree.get(VALUES, {})
     if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
         raise InvalidTreeError(f"{path}: '{VALUES}' must be an object of strings")
+    check_values(path, values)
     children = tree.get(CHILDREN, {})
     if not isinstance(children, dict):
         raise InvalidTreeError(f"{path}: '{CHILDREN}' must be an object of nodes")

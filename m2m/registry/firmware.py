@@ -7,20 +7,25 @@ replaces the name's entry only once it is complete, so a device never reads half
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterable
 
 from m2m.blobstore import BlobFile, open_blob
 from m2m.cassandra import Database
-from m2m.errors import M2MError
+from m2m.errors import InvalidInput
 from m2m.registry.named import EntityNotFoundError
 from m2m.registry.node import RegistryNode
 
 BY_NAME = "/firmware/by-name/"
 
 
-class InvalidFirmwareNameError(M2MError):
-    """A firmware name that cannot be stored (empty, or with a ``/``)."""
+class InvalidFirmwareNameError(InvalidInput):
+    """A firmware name that cannot be stored or asked for (empty, a ``/``, a control
+    character: a device asks for it on a line, ALIP ``F N <name>``)."""
+
+
+_UNUSABLE_NAME = re.compile(r"[/\x00-\x1f\x7f]")
 
 
 def file_path(firmware_id: str) -> str:
@@ -55,14 +60,21 @@ class Firmwares:
         self, name: str, content: AsyncIterable[bytes], mime_type: str | None = None
     ) -> str:
         """Store a firmware file under ``name`` (replacing an older one); returns its id."""
-        if not name or "/" in name:
-            raise InvalidFirmwareNameError(f"invalid firmware name {name!r}: empty or with a '/'")
+        if not name or _UNUSABLE_NAME.search(name):
+            raise InvalidFirmwareNameError(
+                f"invalid firmware name {name!r}: empty, or with a '/' or a control character"
+            )
         firmware_id = str(uuid.uuid4())
-        async with open_blob(
-            self.database, file_path(firmware_id), "w", name=name, mime_type=mime_type
-        ) as blob:
-            async for chunk in content:
-                await blob.write(chunk)
+        try:
+            async with open_blob(
+                self.database, file_path(firmware_id), "w", name=name, mime_type=mime_type
+            ) as blob:
+                async for chunk in content:
+                    await blob.write(chunk)
+        except BaseException:
+            # Nothing refers to it yet (the name points at it only once complete): no orphan.
+            await self._delete_files(firmware_id)
+            raise
         previous = await self._index.value(name)
         await self._index.check()
         await self._index.set_value(name, firmware_id)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from m2m.cassandra import Database
-from m2m.errors import M2MError
+from m2m.errors import InvalidInput, M2MError
 from m2m.registry.paths import (
     InvalidPathError,
     child_path,
@@ -35,6 +35,7 @@ from m2m.registry.paths import (
     normalize_path,
     parent_path,
 )
+from m2m.text import utf8_size
 
 _SELECT_NODE = "SELECT status, values FROM registrynode WHERE path = ?"
 _SELECT_STATUS = "SELECT status FROM registrynode WHERE path = ?"
@@ -104,6 +105,31 @@ class NodeExistsError(M2MError):
     def __init__(self, path: str) -> None:
         super().__init__(f"registry node {path} already exists")
         self.path = path
+
+
+MAX_VALUES_BYTES = 1024 * 1024
+"""The most value text (names and values, UTF-8) one write may carry. Cassandra refuses a
+request over 16 MiB; values are names, settings and states: files go to the blobstore."""
+
+
+class InvalidValueError(InvalidInput):
+    """Values Cassandra would refuse: a lone surrogate (not text), or too many bytes."""
+
+
+def check_values(path: str, values: Mapping[str, str]) -> None:
+    """Refuse values that could not be stored, before the driver fails on them half-way."""
+    total = 0
+    for name, value in values.items():
+        name_size, value_size = utf8_size(name), utf8_size(value)
+        if name_size is None or value_size is None:
+            raise InvalidValueError(
+                f"value {name!r:.80} of registry node {path}: a lone surrogate is not text"
+            )
+        total += name_size + value_size
+    if total > MAX_VALUES_BYTES:
+        raise InvalidValueError(
+            f"values of registry node {path}: {total} bytes, above {MAX_VALUES_BYTES} a write"
+        )
 
 
 class RegistryNode:
@@ -212,6 +238,7 @@ class RegistryNode:
         """
         write: Awaitable[object]
         if values:
+            check_values(self.path, values)
             write = self.database.execute(
                 _SET_STATUS_ADD_VALUES, (NodeStatus.CREATED.value, dict(values), self.path)
             )
@@ -246,6 +273,7 @@ class RegistryNode:
     async def set_values(self, values: Mapping[str, str]) -> None:
         """Set these values in one write; the node's other values are left as they are."""
         if values:
+            check_values(self.path, values)
             await self.database.execute(_ADD_VALUES, (dict(values), self.path))
 
     async def delete_value(self, name: str) -> None:

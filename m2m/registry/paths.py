@@ -4,9 +4,10 @@ A node path is absolute and ends with ``/`` (``/device/<uuid>/settings/``); the 
 ``/``. The original platform stored paths in that form, so the same rows serve both. A
 path given without its trailing ``/`` is accepted and completed; anything that could
 name a node ambiguously (empty, ``.`` or ``..`` segments), that could not be printed
-safely (control characters) or stored at all (lone surrogates) is refused with an
-:class:`InvalidPathError` that names the path and the problem, before a single request
-is sent. A child's name is one segment: :func:`check_name` says whether it can be one.
+safely (control characters) or stored at all (lone surrogates, over ``MAX_PATH_BYTES``)
+is refused with an :class:`InvalidPathError` that names the path and the problem, before
+a single request is sent. A child's name is one segment: :func:`check_name` says whether
+it can be one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ ROOT = "/"
 SEPARATOR = "/"
 HIDDEN_PREFIX = "."
 """Children whose name starts with it are left out of listings unless asked for."""
+MAX_PATH_BYTES = 4096
+"""The longest path, in UTF-8 bytes. Cassandra refuses keys over 64 KiB; no name a person
+or a device gives (an ident, a user's, a domain's) comes near this."""
 
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -41,8 +45,11 @@ def normalize_path(path: str) -> str:
         raise InvalidPathError(path, "it must be absolute (start with '/')")
     if _CONTROL_CHARACTER.search(path):
         raise InvalidPathError(path, "it contains a control character")
-    if utf8_size(path) is None:
+    size = utf8_size(path)
+    if size is None:
         raise InvalidPathError(path, "it contains a lone surrogate (not text)")
+    if size > MAX_PATH_BYTES:
+        raise InvalidPathError(f"{path:.80}…", f"it is {size} bytes long, above {MAX_PATH_BYTES}")
     completed = path if path.endswith(SEPARATOR) else path + SEPARATOR
     if completed != ROOT:
         for segment in completed[1:-1].split(SEPARATOR):
