@@ -7,18 +7,23 @@ The index lists the buckets of ``(id, "")`` and of ``(id, type)``; readers and d
 walk it (newest bucket first, or oldest), so buckets of any width read the same.
 
 Reads are lazy: one page of rows is in memory at a time, and the next bucket is only
-asked for when the previous one is exhausted. A record's rows are written with
+asked for when the previous one is exhausted. A listing read a page at a time continues
+after the last record it gave (``after``), so records of the same instant are neither
+skipped nor repeated between pages. A record's rows are written with
 ``Database.write_rows``: they share unlogged batches with other records' rows when many
 are written at once; how many requests are out at once is the Database's business.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import struct
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from cassandra.query import UNSET_VALUE
@@ -31,6 +36,8 @@ from m2m.timeseries.record import JsonValue, Record
 from m2m.timeseries.rules import TYPE_SEPARATOR, check_record_type, check_series_id, encode_data
 from m2m.timeseries.timerange import TimeRange
 from m2m.timeseries.timeuuids import new_timeuuid, time_of, utc
+
+Page = TypeVar("Page")
 
 ALL_TYPES = ""
 """The index's type for the buckets of a series whatever the type."""
@@ -49,11 +56,31 @@ _SELECT_ROWS = {
     False: f"SELECT time, type, data {_ROWS_IN_RANGE}",
     True: f"SELECT time, type, data {_ROWS_IN_RANGE} ORDER BY time ASC",
 }
+_ROWS_BEFORE = "FROM timeseries WHERE id = ? AND date = ? AND time >= ? AND time < ?"
+_ROWS_AFTER = "FROM timeseries WHERE id = ? AND date = ? AND time > ? AND time <= ?"
+_SELECT_ROWS_AFTER = {  # past a cursor, strictly: newest first, before it; oldest first, after
+    False: f"SELECT time, type, data {_ROWS_BEFORE}",
+    True: f"SELECT time, type, data {_ROWS_AFTER} ORDER BY time ASC",
+}
+_SELECT_DATA = f"SELECT timeuuidAsBlob(time), data {_ROWS_IN_RANGE} ORDER BY time ASC"
 _SELECT_ROW_KEYS = f"SELECT time, type {_ROWS_IN_RANGE}"
+_SELECT_INDEXED_TYPES = (
+    "SELECT DISTINCT id, type FROM timeseries_index WHERE id = ? ALLOW FILTERING"
+)
 _DELETE_ROW = "DELETE FROM timeseries WHERE id = ? AND date = ? AND time = ?"
 _DELETE_ROWS_IN_RANGE = f"DELETE {_ROWS_IN_RANGE}"
 _DELETE_PARTITION = "DELETE FROM timeseries WHERE id = ? AND date = ?"
 _DELETE_INDEX = "DELETE FROM timeseries_index WHERE id = ? AND type = ?"
+_TIME_FIELDS = struct.Struct(">IHH8x")
+"""A time UUID's ``time_low``, ``time_mid`` and ``time_hi_and_version``, as bytes hold them."""
+_UNIX_EPOCH_MICROSECONDS = 12_219_292_800_000_000
+"""1970-01-01 in microseconds since 1582-10-15, the time UUIDs' epoch."""
+DATA_PAGE_SIZE = 2_500
+"""Records per page of ``data_pages``. Larger pages mean fewer round trips, but the driver
+makes an object per row, and rows that live through the collection of the garbage
+collector's middle generation (every ~7 000 new objects) reach the oldest one, whose
+collections scan the whole heap: with 10 000 a page, a scan of 100 000 records set off
+four full collections in a heap like the web service's, one or two with 2 500."""
 
 
 class TimeSeries:
@@ -117,26 +144,82 @@ class TimeSeries:
         limit: int | None = None,
         oldest_first: bool = False,
         page_size: int | None = None,
+        after: UUID | None = None,
     ) -> AsyncGenerator[Record, None]:
         """The records between ``start`` and ``end`` (inclusive), newest first by default.
 
         ``record_type`` None means every type. The iterator fetches a page at a time
         (``page_size`` records, else the instance's); leave it early (``break``) and the
-        rest is never asked for.
+        rest is never asked for. ``after``, a record's UUID, continues a listing past that
+        record in the order asked (whether or not it still exists): Cassandra compares
+        the UUIDs, so records of the same instant are told apart exactly.
         """
         _check_key(series_id, record_type)
         if limit is not None and limit < 1:
             raise TimeSeriesError(f"limit must be at least 1, not {limit}")
         if page_size is not None and page_size < 1:
             raise TimeSeriesError(f"page_size must be at least 1, not {page_size}")
+        time_range = TimeRange(start, end)
         return self._records(
             series_id,
             record_type,
-            TimeRange(start, end),
+            _rows_query(time_range, oldest_first)
+            if after is None
+            else _rows_query_after(time_range, after, oldest_first),
             limit,
             oldest_first,
             page_size or self._page_size,
         )
+
+    def data_pages(
+        self,
+        series_id: str,
+        record_type: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        page_size: int = DATA_PAGE_SIZE,
+    ) -> AsyncGenerator[tuple[list[int], list[str]], None]:
+        """The records of one type between ``start`` and ``end`` (inclusive), page by page:
+        their times (microseconds since the Unix epoch) and their data as stored (JSON text).
+
+        For scans over many records, such as downsampling a year of them: no Record, UUID
+        or datetime is made and no JSON decoded per record, which is most of what
+        ``records`` costs, and the next page is asked for as soon as one is handed out, so
+        Cassandra reads it while the caller works on this one. Each page is oldest first;
+        pages come in the index's bucket order, oldest first (overlapping only if buckets
+        of different widths do).
+        """
+        _check_key(series_id, record_type)
+        if page_size < 1:
+            raise TimeSeriesError(f"page_size must be at least 1, not {page_size}")
+        return _read_ahead(
+            self._data_pages(series_id, record_type, TimeRange(start, end), page_size)
+        )
+
+    async def types(self, series_id: str) -> list[str]:
+        """The types the series has records of, sorted.
+
+        The index is keyed by ``(id, type)``, so Cassandra cannot look up a series' types
+        by its id alone: the query filters the index's partition keys. That reads the
+        keys of the whole index (one per series and type in the keyspace, about 0.3 s per
+        100 000 on one node), never records, so its cost does not grow with a series'
+        history as a scan of its records would. With a secondary index on
+        ``timeseries_index (id)``, Cassandra answers the same query from that index in
+        milliseconds. An index row may outlive its records (a range deleted, a TTL run
+        out): a type is listed only if its newest record is still there.
+        """
+        check_series_id(series_id)
+        candidates = sorted(
+            {
+                row_type
+                async for rows in self._database.pages(_SELECT_INDEXED_TYPES, (series_id,))
+                for _, row_type in rows
+            }
+            - {ALL_TYPES}
+        )
+        newest = await asyncio.gather(*(self.last(series_id, t) for t in candidates))
+        return [t for t, record in zip(candidates, newest, strict=True) if record is not None]
 
     async def last(self, series_id: str, record_type: str | None = None) -> Record | None:
         """The newest record of the series (of one type, or of any), if there is one."""
@@ -195,20 +278,22 @@ class TimeSeries:
         self,
         series_id: str,
         record_type: str | None,
-        time_range: TimeRange,
+        query: _RowsQuery | None,
         limit: int | None,
         oldest_first: bool,
         page_size: int,
     ) -> AsyncGenerator[Record, None]:
+        if query is None:
+            return
         partition_key = series_id if record_type is None else _typed_key(series_id, record_type)
         remaining = limit
         async with aclosing(
-            self._buckets(series_id, record_type, time_range, oldest_first)
+            self._buckets(series_id, record_type, query.time_range, oldest_first)
         ) as buckets:
             async for bucket in buckets:
                 pages = self._database.pages(
-                    _SELECT_ROWS[oldest_first],
-                    (partition_key, bucket, time_range.lowest_uuid, time_range.highest_uuid),
+                    query.cql,
+                    (partition_key, bucket, *query.bounds),
                     page_size if remaining is None else min(remaining, page_size),
                 )
                 async with aclosing(pages):
@@ -225,6 +310,21 @@ class TimeSeries:
                                 remaining -= 1
                                 if remaining == 0:
                                     return
+
+    async def _data_pages(
+        self, series_id: str, record_type: str, time_range: TimeRange, page_size: int
+    ) -> AsyncGenerator[tuple[list[int], list[str]], None]:
+        bounds = (time_range.lowest_uuid, time_range.highest_uuid)
+        typed_key = _typed_key(series_id, record_type)
+        async with aclosing(self._buckets(series_id, record_type, time_range, True)) as buckets:
+            async for bucket in buckets:
+                pages = self._database.pages(_SELECT_DATA, (typed_key, bucket, *bounds), page_size)
+                async with aclosing(pages):
+                    async for rows in pages:
+                        yield (
+                            _unix_microseconds(b"".join(row[0] for row in rows)),
+                            [row[1] for row in rows],
+                        )
 
     async def _buckets(
         self,
@@ -295,6 +395,67 @@ class TimeSeries:
             _DELETE_ROWS_IN_RANGE,
             (partition_key, bucket, time_range.lowest_uuid, time_range.highest_uuid),
         )
+
+
+@dataclass(frozen=True)
+class _RowsQuery:
+    """How a listing reads: the buckets that may hold ``time_range``, and in each the
+    rows of ``cql`` between ``bounds`` (two time UUIDs)."""
+
+    time_range: TimeRange
+    cql: str
+    bounds: tuple[UUID, UUID]
+
+
+def _rows_query(time_range: TimeRange, oldest_first: bool) -> _RowsQuery:
+    bounds = (time_range.lowest_uuid, time_range.highest_uuid)
+    return _RowsQuery(time_range, _SELECT_ROWS[oldest_first], bounds)
+
+
+def _rows_query_after(time_range: TimeRange, after: UUID, oldest_first: bool) -> _RowsQuery | None:
+    """The rows of ``time_range`` that come after ``after`` in the order read (None: none).
+
+    The bound on the cursor's side becomes the cursor itself, exclusive, unless the
+    cursor lies beyond the range's own bound on that side: then every row of the range
+    comes after it.
+    """
+    moment = time_of(after)
+    start, end = time_range.start, time_range.end
+    if oldest_first:
+        if end is not None and moment > end:
+            return None
+        if start is not None and moment < start:
+            return _rows_query(time_range, oldest_first)
+        narrowed = TimeRange(moment, end)
+        return _RowsQuery(narrowed, _SELECT_ROWS_AFTER[True], (after, narrowed.highest_uuid))
+    if start is not None and moment < start:
+        return None
+    if end is not None and moment > end:
+        return _rows_query(time_range, oldest_first)
+    narrowed = TimeRange(start, moment)
+    return _RowsQuery(narrowed, _SELECT_ROWS_AFTER[False], (narrowed.lowest_uuid, after))
+
+
+async def _read_ahead(pages: AsyncGenerator[Page, None]) -> AsyncGenerator[Page, None]:
+    """The pages of ``pages``, each asked for as soon as the one before it is handed out."""
+    ahead = asyncio.ensure_future(anext(pages, None))
+    try:
+        while (page := await ahead) is not None:
+            ahead = asyncio.ensure_future(anext(pages, None))
+            yield page
+    finally:
+        ahead.cancel()
+        await asyncio.gather(ahead, return_exceptions=True)  # a page nobody will read
+        await pages.aclose()
+
+
+def _unix_microseconds(time_uuids: bytes) -> list[int]:
+    """The times of time UUIDs (their 16 bytes each, end to end), in microseconds since the
+    Unix epoch: what ``time_of`` gives, without a UUID or a datetime per record."""
+    return [
+        ((high & 0x0FFF) << 48 | mid << 32 | low) // 10 - _UNIX_EPOCH_MICROSECONDS
+        for low, mid, high in _TIME_FIELDS.iter_unpack(time_uuids)
+    ]
 
 
 def _check_key(series_id: str, record_type: str | None) -> None:
