@@ -84,6 +84,9 @@ class TimingConfig(_Section):
     """How often the receiver looks for connections to ping or drop."""
     unidentified_frames_allowed: int = Field(5, ge=0)
     """M2MP: data frames ignored before identification; one more closes the connection."""
+    heartbeat_interval: float = Field(15, gt=0)
+    """How often a receiver process says on ``events`` that it is alive (``receiver_alive``):
+    the devices of one that stopped saying so for three intervals are shown disconnected."""
 
 
 class LimitsConfig(_Section):
@@ -114,6 +117,21 @@ class ReceiversConfig(_Section):
     limits: LimitsConfig = LimitsConfig()
 
 
+class WebConfig(_Section):
+    """The ``web`` service: HTTP API, console and live events."""
+
+    listen: str = "tcp:8080"
+    """``tcp:PORT[:interface=ADDRESS]`` (a Twisted-style endpoint string; port 0 picks one)."""
+    session_hours: float = Field(12, gt=0)
+    """How long a console login lasts."""
+    live_lag_limit: float = Field(5, gt=0)
+    """Seconds: a bus message older than this when the web service reads it is skipped
+    (counted, and the pages told to catch up from the API) instead of streamed late."""
+    map_tiles: str | None = None
+    """A tile URL template (``https://…/{z}/{x}/{y}.png``) drawn under device tracks;
+    none by default: tracks are drawn on a plain grid, with nothing fetched from outside."""
+
+
 class StackConfig(_Section):
     """The local development stack started by ``m2m stack up``."""
 
@@ -130,6 +148,7 @@ class Config(_Section):
     cassandra: CassandraConfig = CassandraConfig()
     nsq: NsqConfig = NsqConfig()
     receivers: ReceiversConfig = ReceiversConfig()
+    web: WebConfig = WebConfig()
     stack: StackConfig = StackConfig()
 
 

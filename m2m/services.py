@@ -1,4 +1,4 @@
-"""What ``m2m serve`` runs in one process: receivers and workers, started and stopped in order.
+"""What ``m2m serve`` runs in one process: receivers, workers and web, started and stopped in order.
 
 Start: Cassandra, the publisher, the workers' consumers, then the receivers' listening
 ports (and their ``receivers`` control consumer, on a channel of this receiver's own).
@@ -13,6 +13,7 @@ import hashlib
 import logging
 import re
 import socket
+import uuid
 from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IReactorCore
@@ -33,6 +34,7 @@ from m2m.receivers.session import ReceiverContext
 from m2m.registry.device import Devices
 from m2m.registry.firmware import Firmwares
 from m2m.timeseries import TimeSeries
+from m2m.web.service import WebService
 from m2m.workers.converter import ConverterWorker
 from m2m.workers.storage import StorageWorker
 
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 
 RECEIVERS = ("m2mp", "alip")
 WORKERS = ("converter", "storage")
-SERVICE_NAMES = (*RECEIVERS, *WORKERS)
+SERVICE_NAMES = (*RECEIVERS, *WORKERS, "web")
 FLUSH_TIMEOUT = 30.0
 
 CONVERTER_CHANNEL = "converter"
@@ -69,6 +71,8 @@ class Services:
     _publisher: Publisher | None = None
     _consumers: list[Consumer] = field(default_factory=list)
     _receivers: list[ReceiverService] = field(default_factory=list)
+    _web: WebService | None = None
+    _heartbeat: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.names) - set(SERVICE_NAMES)
@@ -107,6 +111,11 @@ class Services:
         receivers = [name for name in self.names if name in RECEIVERS]
         if receivers:
             await self._start_receivers(receivers)
+        if "web" in self.names:
+            self._web = WebService(config, self._database, self._publisher)
+            self.ports["web"] = await self._web.start()
+            for topic, channel, handler in self._web.subscriptions():
+                self._consume(topic, channel, handler)
         log.info("serving: %s", ", ".join(self.names))
 
     async def _start_receivers(self, names: list[str]) -> None:
@@ -125,6 +134,7 @@ class Services:
             ack=self.config.receivers.ack,
             address=f"{topics.RECEIVERS}/{self.channel}",
             host=socket.gethostname(),
+            instance=uuid.uuid4().hex[:16],
         )
         self._consume(topics.RECEIVERS, self.channel, connections.control)
         for name in names:
@@ -138,6 +148,20 @@ class Services:
                     tcp_port=self.ports[name], source=name, host=context.host,
                 )
             )  # fmt: skip
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat(context))
+
+    async def _beat(self, context: ReceiverContext) -> None:
+        """Say on ``events`` that this receiver process is alive, every heartbeat interval."""
+        assert self._publisher is not None
+        while True:
+            self._publisher.publish(
+                Envelope.make(
+                    topics.EVENTS, topics.RECEIVER_ALIVE, context.address,
+                    receiver=context.instance, host=context.host,
+                    connections=len(context.connections),
+                )
+            )  # fmt: skip
+            await asyncio.sleep(self.config.receivers.timing.heartbeat_interval)
 
     def _consume(self, topic: str, channel: str, handler: Handler) -> None:
         assert self._publisher is not None
@@ -146,11 +170,17 @@ class Services:
         self._consumers.append(consumer)
 
     async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._web is not None:
+            await self._web.stop()
         for receiver in self._receivers:
             await receiver.stop()
         await asyncio.sleep(0)  # let the closed connections' last steps run
         for consumer in self._consumers:
             await consumer.close()
+        if self._web is not None:
+            await self._web.forget_channels()
         if self._publisher is not None:
             if not await self._publisher.flush(FLUSH_TIMEOUT):
                 log.error(

@@ -159,6 +159,7 @@ FAST_TIMING = {
     "identification_timeout": 2,
     "disconnect_after_silence": 4,
     "sweep_interval": 0.2,
+    "heartbeat_interval": 1,
 }
 
 
@@ -170,8 +171,13 @@ class Platform:
     config: Config
     m2mp_port: int
     alip_port: int
+    web_port: int
     process: subprocess.Popen[bytes]
     log: Path
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -183,7 +189,8 @@ def start_platform(
 ) -> Platform:
     """``m2m serve`` on free ports with fast session timings, ready for devices."""
     settings = yaml.safe_load(base_config.read_text())
-    m2mp_port, alip_port = free_port(), free_port()
+    m2mp_port, alip_port, web_port = free_port(), free_port(), free_port()
+    settings["web"] = {"listen": f"tcp:{web_port}:interface=127.0.0.1"}
     settings["receivers"] = {
         "m2mp": {"listen": f"tcp:{m2mp_port}:interface=127.0.0.1"},
         "alip": {"listen": f"tcp:{alip_port}:interface=127.0.0.1"},
@@ -197,8 +204,10 @@ def start_platform(
     command = [M2M, "--config", str(config_file), "serve", *(["--only", only] if only else [])]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    platform = Platform(config_file, load_config(config_file), m2mp_port, alip_port, process, log)
-    listening = [p for name, p in (("m2mp", m2mp_port), ("alip", alip_port))
+    platform = Platform(
+        config_file, load_config(config_file), m2mp_port, alip_port, web_port, process, log
+    )
+    listening = [p for name, p in (("m2mp", m2mp_port), ("alip", alip_port), ("web", web_port))
                  if only is None or name in only]  # fmt: skip
     deadline = time.monotonic() + 60
     while not all(_accepts(port) for port in listening):
@@ -217,7 +226,39 @@ def _accepts(port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def platform(config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """One ``m2m serve`` with every receiver and worker, shared by the end-to-end tests."""
+    """One ``m2m serve`` with every service, shared by the end-to-end tests."""
     running = start_platform(config_file, tmp_path_factory.mktemp("platform"))
     yield running
     running.stop()
+
+
+@dataclass(frozen=True)
+class WebUser:
+    """A user of the platform, with an API token (and a password for the console)."""
+
+    name: str
+    password: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def make_web_user(config: Path, domain: str = "default", admin: bool = False) -> WebUser:
+    """A new user (in ``domain``, created if needed), made with the ``m2m`` command."""
+    name = f"user-{uuid.uuid4().hex[:8]}"
+    password = f"pw-{uuid.uuid4().hex}"
+    if run_m2m("domain", "create", domain, config=config, check=False).returncode not in (0, 1):
+        raise AssertionError(f"m2m domain create {domain} failed")
+    run_m2m("user", "create", name, "--domain", domain, *(["--admin"] if admin else []),
+            config=config)  # fmt: skip
+    run_m2m("user", "passwd", name, config=config, input=f"{password}\n".encode())
+    token = run_m2m("user", "token", "create", name, config=config).stdout.decode().strip()
+    return WebUser(name, password, token)
+
+
+@pytest.fixture(scope="session")
+def web_admin(config_file: Path) -> WebUser:
+    """An admin of the test run's platform: sees every domain."""
+    return make_web_user(config_file, admin=True)

@@ -14,6 +14,11 @@ DEVICE_CONNECTED: Final = "device_connected"
 DEVICE_IDENTIFIED: Final = "device_identified"
 DEVICE_DISCONNECTED: Final = "device_disconnected"
 NEW_RECEIVER: Final = "new_receiver"
+# events beyond the original platform's (its consumers ignore calls they don't know)
+RECEIVER_ALIVE: Final = "receiver_alive"
+SETTING_ACKED: Final = "setting_acked"
+COMMAND_ANSWERED: Final = "command_answered"
+STATUS_CHANGED: Final = "status_changed"
 
 # converter-m2mp
 DATA_SIMPLE: Final = "data_simple"

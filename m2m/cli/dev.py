@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import click
 
+from m2m.cassandra import Database, run_with_database
 from m2m.cli.app import App, pass_app
 from m2m.cli.serve import serve_services
+from m2m.registry.domain import DEFAULT_DOMAIN, Domains
+from m2m.registry.user import Users
 from m2m.schema import apply_schema
 from m2m.services import SERVICE_NAMES
 from m2m.stack.stack import LocalStack
+from m2m.web.server import url_of
+
+FIRST_ADMIN = "admin"
+
+
+async def _first_admin(database: Database) -> str | None:
+    domain = await Domains(database).get_or_create(DEFAULT_DOMAIN)
+    return await Users(database).first_admin(FIRST_ADMIN, domain)
 
 
 @click.command()
 @pass_app
 def dev(app: App) -> None:
-    """Start the local stack, apply the schema, then serve every receiver and worker."""
+    """Start the local stack, apply the schema, then serve every service (web included).
+
+    The first time, it makes an admin user and prints its password: the console's first
+    login.
+    """
     config = app.config
     local = LocalStack(config.stack)
     for status in local.up():
@@ -22,6 +37,13 @@ def dev(app: App) -> None:
     for migration in apply_schema(config.cassandra):
         click.echo(f"schema: applied version {migration.version} ({migration.name})")
     click.echo(f"keyspace {config.cassandra.keyspace} ready; state in {local.state_dir}")
+    password = run_with_database(config.cassandra, _first_admin)
+    click.echo(f"console: {url_of(config.web.listen)}")
+    if password is not None:
+        click.echo(
+            f"first login: user {FIRST_ADMIN}, password {password} "
+            f"(shown once; change it with: m2m user passwd {FIRST_ADMIN})"
+        )
     click.echo(
         f"M2MP devices: {config.receivers.m2mp.listen}, ALIP devices: "
         f"{config.receivers.alip.listen}; Ctrl-C stops the services (the stack keeps running)"

@@ -41,6 +41,7 @@ from m2m.registry.device_views import (
     connection,
     device_rows,
     last_records,
+    route_rows,
     setting_rows,
 )
 from m2m.registry.domain import Domains
@@ -90,10 +91,6 @@ async def _status(device: Device) -> Row:
     found = await connection(TimeSeries(device.database), device)
     del found["receiver"]
     return {**row, **found, "status": dict(sorted((await device.status()).items()))}
-
-
-def _route_rows(routes: list[Route]) -> list[Row]:
-    return [{"priority": r.priority, "regex": r.regex, "topic": r.topic} for r in routes]
 
 
 async def _route_owner(database: Database, name: str) -> RouteOwner:
@@ -328,7 +325,7 @@ def list_routes(app: App, dev: str, as_json: bool) -> None:
     async def work(database: Database) -> list[Route]:
         return await (await _route_owner(database, dev)).routes()
 
-    print_rows(_route_rows(run_with_database(app.config.cassandra, work)), as_json)
+    print_rows(route_rows(run_with_database(app.config.cassandra, work)), as_json)
 
 
 @route.command("rm")

@@ -31,6 +31,7 @@ from m2m.receivers.admission import Admission
 from m2m.receivers.connections import Connections
 from m2m.registry.device import Device, Devices
 from m2m.registry.device_series import check_device_record_type
+from m2m.registry.device_views import SERVER_RECORD_TYPE
 from m2m.registry.firmware import Firmwares
 from m2m.registry.paths import InvalidPathError
 from m2m.registry.routes import ChannelRouter
@@ -39,8 +40,6 @@ from m2m.timeseries.rules import encode_data
 from m2m.timeseries.timeuuids import new_timeuuid, seeded_timeuuid
 
 log = logging.getLogger(__name__)
-
-SERVER_RECORD_TYPE = "_server"
 
 
 class DeviceLink(Protocol):
@@ -75,6 +74,10 @@ class ReceiverContext:
     address: str
     """This process's bus address (``receivers/<its channel>``): the ``_from`` of its messages."""
     host: str
+    instance: str
+    """This receiver process among all that ever ran: its events, ``_server`` records and
+    heartbeats carry it as ``receiver``, so whoever sees it stop beating knows which
+    devices it held."""
 
 
 class DeviceSession:
@@ -181,7 +184,8 @@ class DeviceSession:
     async def ack_settings(self, settings: Sequence[tuple[str, str]]) -> None:
         device = self._identified()
         for name, value in settings:
-            await device.ack_setting(name, value)
+            acknowledged = await device.ack_setting(name, value)
+            self._event(topics.SETTING_ACKED, name=name, value=value, acknowledged=acknowledged)
 
     async def forget_settings(self, names: Sequence[str]) -> None:
         device = self._identified()
@@ -190,9 +194,11 @@ class DeviceSession:
 
     async def ack_command(self, command_id: str, response: str | None) -> None:
         await self._identified().ack_command(command_id, response)
+        self._event(topics.COMMAND_ANSWERED, command_id=command_id, response=response)
 
     async def set_status(self, values: dict[str, str]) -> None:
         await self._identified().set_status(values)
+        self._event(topics.STATUS_CHANGED, status=values)
 
     # -- what the device sends ---------------------------------------------------------
 
@@ -295,11 +301,17 @@ class DeviceSession:
             source=self.source,
             connection_id=str(self.connection_id),
             host=self.context.host,
+            receiver=self.context.instance,
             **fields,
         )
 
     def _server_record(self, kind: str, at: datetime | None = None, **fields: Any) -> None:
-        data = {"type": kind, "source": self.source, "connection_id": str(self.connection_id)}
+        data = {
+            "type": kind,
+            "source": self.source,
+            "connection_id": str(self.connection_id),
+            "receiver": self.context.instance,
+        }
         self.store(SERVER_RECORD_TYPE, {**data, **fields}, at=at)
 
     def _publish(self, topic: str, call: str, **fields: Any) -> None:

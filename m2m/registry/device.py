@@ -56,18 +56,23 @@ class InvalidSettingError(InvalidInput):
     """A setting the protocols could not carry to the device."""
 
 
-_UNSAFE_SETTING_NAME = re.compile(r"[\s=]")
-"""M2MP sends ``name=value`` and ALIP ``S S name value``: either would split such a name."""
+_UNSAFE_SETTING_NAME = re.compile(r"[\s=\x00-\x1f\x7f]")
+"""M2MP sends ``name=value`` and ALIP ``S S name value``: either would split such a name,
+and a control character is no part of a name a device knows."""
+_UNSAFE_SETTING_VALUE = re.compile(r"[\r\n\x00]")
 
 
 def check_setting(name: str, value: str) -> None:
     """Refuse a setting that M2MP or ALIP could not carry to the device intact."""
     if not name or _UNSAFE_SETTING_NAME.search(name):
         raise InvalidSettingError(
-            f"invalid setting name {name!r}: it must be non-empty, without spaces or '='"
+            f"invalid setting name {name!r}: it must be non-empty, without spaces, '=' "
+            "or control characters"
         )
-    if "\n" in value or "\r" in value:
-        raise InvalidSettingError(f"invalid value for setting {name!r}: it spans lines")
+    if _UNSAFE_SETTING_VALUE.search(value):
+        raise InvalidSettingError(
+            f"invalid value for setting {name!r}: it spans lines or holds a NUL character"
+        )
 
 
 class UnknownCommandError(M2MError):
@@ -151,10 +156,10 @@ class Device:
         return command_id
 
     async def ack_command(self, command_id: str, response: str | None = None) -> None:
-        """The device executed the command: no longer pending; its response kept."""
+        """The device executed the command: no longer pending; its response kept (empty
+        when it gave none, so the command still shows as answered)."""
+        await self._child("commands-response").set_value(command_id, response or "")
         await self._child("commands").delete_value(command_id)
-        if response is not None:
-            await self._child("commands-response").set_value(command_id, response)
 
     async def delete_command(self, command_id: str) -> None:
         """Forget a command: cancelled if pending, its response dropped if answered."""

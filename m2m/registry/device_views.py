@@ -15,6 +15,7 @@ from m2m.cassandra import Database
 from m2m.errors import M2MError
 from m2m.registry.device import Device
 from m2m.registry.domain import Domains
+from m2m.registry.routes import Route
 from m2m.text import unix_time_text, utc_text
 from m2m.timeseries import TimeSeries
 
@@ -120,6 +121,11 @@ async def command_rows(device: Device) -> list[Row]:
         for command_id, response in sorted(responses.items())
         if command_id not in pending
     ]
+
+
+def route_rows(routes: list[Route]) -> list[Row]:
+    """``{"priority", "regex", "topic"}``: channel translation rules, in the order they apply."""
+    return [{"priority": r.priority, "regex": r.regex, "topic": r.topic} for r in routes]
 
 
 async def last_records(device: Device) -> list[Row]:

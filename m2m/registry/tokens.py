@@ -34,6 +34,11 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def token_id(token: str) -> str:
+    """The id part of a token: what ``of_user`` lists and ``remove`` takes."""
+    return token.removeprefix(PREFIX).partition("_")[0]
+
+
 class Tokens:
     def __init__(self, database: Database) -> None:
         self.database = database

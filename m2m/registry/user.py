@@ -16,13 +16,23 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from m2m.errors import InvalidInput
 from m2m.registry.domain import Domain, Domains
 from m2m.registry.named import NamedEntities, NamedEntity
+from m2m.text import utf8_size
 
 _HASHER = PasswordHasher()
 MIN_PASSWORD_LENGTH = 8
 
 
 class WeakPasswordError(InvalidInput):
-    """A password too short to keep."""
+    """A password that cannot be kept: too short, or not text."""
+
+
+def check_new_password(password: str) -> None:
+    """Refuse a password before anything is written: too short, or not text (argon2 hashes
+    its UTF-8, which a lone surrogate does not have)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise WeakPasswordError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if utf8_size(password) is None:
+        raise WeakPasswordError("a password cannot hold a lone surrogate (it is not text)")
 
 
 class User(NamedEntity):
@@ -40,8 +50,7 @@ class User(NamedEntity):
 
     async def set_password(self, password: str) -> None:
         """Keep the hash of ``password`` (hashed off the event loop: it takes ~50 ms)."""
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise WeakPasswordError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        check_new_password(password)
         await self.node.set_value("password", await asyncio.to_thread(_HASHER.hash, password))
 
     async def check_password(self, password: str) -> bool:
@@ -56,6 +65,8 @@ class User(NamedEntity):
 
 
 def _verify(stored: str, password: str) -> bool:
+    if utf8_size(password) is None:
+        return False  # no password can be one: none was ever hashed
     try:
         return _HASHER.verify(stored, password)
     except (VerificationError, InvalidHashError):

@@ -82,19 +82,19 @@ async def test_user_create_ls_move_rename_rm(
     fleet = f"{name}-fleet"
     m2m("domain", "create", fleet, config=config_file)
     user_id = m2m("user", "create", name, config=config_file).strip()
-    assert {"name": name, "id": user_id, "domain": "default"} in m2m_json(
+    assert {"name": name, "id": user_id, "domain": "default", "admin": False} in m2m_json(
         "user", "ls", config=config_file
     )
     lines = m2m("user", "ls", config=config_file).splitlines()
-    assert re.fullmatch(r"NAME +ID +DOMAIN", lines[0])
-    assert [name, user_id, "default"] in [line.split() for line in lines]
+    assert re.fullmatch(r"NAME +ID +DOMAIN +ADMIN", lines[0])
+    assert [name, user_id, "default", "no"] in [line.split() for line in lines]
 
     assert m2m("user", "move", name, fleet, config=config_file) == ""
     domains = Domains(database)
     assert await (await domains.find(fleet)).user_ids() == [user_id]
     assert user_id not in await (await domains.find("default")).user_ids()
     assert m2m("user", "rename", user_id, f"{name}-2", config=config_file) == ""
-    assert {"name": f"{name}-2", "id": user_id, "domain": fleet} in m2m_json(
+    assert {"name": f"{name}-2", "id": user_id, "domain": fleet, "admin": False} in m2m_json(
         "user", "ls", config=config_file
     )
     assert m2m("user", "rm", f"{name}-2", config=config_file) == ""

@@ -1,0 +1,101 @@
+"""The HTTP server of the ``web`` service: uvicorn, on the process's one event loop.
+
+uvicorn's own signal handling is left out: the process's (Twisted's) handles SIGINT and
+SIGTERM and stops this server in its turn, like every other service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+from m2m.errors import M2MError
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 5.0
+"""Seconds open requests get to finish when the service stops."""
+_TCP_ENDPOINT = re.compile(r"^tcp:(?:port=)?(?P<port>\d+)(?::interface=(?P<interface>[^:]+))?$")
+
+
+class ListenError(M2MError):
+    """``web.listen`` names an address the web service cannot listen on."""
+
+
+def bind(listen: str) -> socket.socket:
+    """A listening socket for ``tcp:PORT[:interface=ADDRESS]`` (port 0: any free port)."""
+    found = _TCP_ENDPOINT.match(listen)
+    if found is None:
+        raise ListenError(f"web.listen {listen!r}: expected tcp:PORT[:interface=ADDRESS]")
+    interface = found.group("interface") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((interface, int(found.group("port"))))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"web.listen {listen!r}: {exc.strerror}") from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def url_of(listen: str) -> str:
+    """Where a person on this machine opens the console served on ``listen``."""
+    found = _TCP_ENDPOINT.match(listen)
+    if found is None:
+        return listen
+    interface = found.group("interface") or "127.0.0.1"
+    host = f"[{interface}]" if ":" in interface else interface
+    return f"http://{host}:{found.group('port')}/"
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class WebServer:
+    def __init__(self, app: FastAPI, listen: str) -> None:
+        self._app = app
+        self._listen = listen
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Listen and serve; the port served on."""
+        sock = bind(self._listen)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self._app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=int(SHUTDOWN_GRACE),
+            server_header=False,
+        )
+        self._server = _EmbeddedServer(config)
+        self._task = asyncio.get_running_loop().create_task(self._server.serve([sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise ListenError(f"web.listen {self._listen!r}: the server did not start")
+            await asyncio.sleep(0.01)
+        log.info("web: console and API on port %d", self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        await self._task
