@@ -24,9 +24,14 @@ from m2m.schema import load_migrations, split_statements
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SERVE_NAMES = {"m2mp", "alip", "converter", "storage"}
+SERVE_NAMES = {"m2mp", "alip", "converter", "storage", "web"}
 """What ``m2m serve --only`` accepts."""
-M2M_ROLES = {"receivers": {"m2mp", "alip"}, "converter": {"converter"}, "storage": {"storage"}}
+M2M_ROLES = {
+    "receivers": {"m2mp", "alip"},
+    "converter": {"converter"},
+    "storage": {"storage"},
+    "web": {"web"},
+}
 """The long-running m2m services of compose.yaml and what each serves."""
 CASSANDRA_NATIVE_PORT = 9042  # the cassandra image does not change it
 NSQD_TCP_PORT, LOOKUPD_TCP_PORT, LOOKUPD_HTTP_PORT = 4150, 4160, 4161  # nsq's defaults
@@ -263,6 +268,11 @@ def test_receivers_listen_on_the_ports_they_publish() -> None:
     receivers = compose_config().receivers
     listening = {endpoint_port(receivers.m2mp.listen), endpoint_port(receivers.alip.listen)}
     assert published_container_ports(services()["receivers"]) == listening
+
+
+def test_web_listens_on_the_port_it_publishes() -> None:
+    listening = {endpoint_port(compose_config().web.listen)}
+    assert published_container_ports(services()["web"]) == listening
 
 
 # --- what the m2m processes are told to run -------------------------------------------
