@@ -19,11 +19,12 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import yaml
 from cassandra.cluster import Cluster, Session
@@ -262,3 +263,17 @@ def make_web_user(config: Path, domain: str = "default", admin: bool = False) ->
 def web_admin(config_file: Path) -> WebUser:
     """An admin of the test run's platform: sees every domain."""
     return make_web_user(config_file, admin=True)
+
+
+@pytest.fixture
+async def http(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the session platform's web service, without credentials: each request
+    says who it is."""
+    async with httpx.AsyncClient(base_url=platform.web_url, timeout=WAIT) as client:
+        yield client
+
+
+@pytest.fixture
+def admin(web_admin: WebUser) -> dict[str, str]:
+    """Headers that make a request the admin's."""
+    return web_admin.headers

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 from playwright.async_api import Locator, Page, expect
@@ -26,11 +25,11 @@ from m2m.receivers.m2mp.client import M2MPClient
 from m2m.registry.device import device_id_for
 from tests.browser.conftest import ON_MODULE_LOOP
 from tests.conftest import WAIT, Platform, WebUser, eventually, run_m2m
+from tests.web_http import API, ok
 
 pytestmark = ON_MODULE_LOOP
 
 HOST = "127.0.0.1"
-API = "/api/v1"
 
 expect.set_options(timeout=WAIT * 1000)
 
@@ -58,11 +57,6 @@ async def api(platform: Platform, user: WebUser) -> AsyncIterator[httpx.AsyncCli
         base_url=platform.web_url + API, headers=user.headers, timeout=WAIT
     ) as client:
         yield client
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    return response.json() if response.content else None
 
 
 async def open_live(page: Page, path: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,43 +22,14 @@ from m2m.registry.node import MAX_VALUES_BYTES
 from m2m.registry.paths import MAX_PATH_BYTES
 from m2m.web.api.firmware import MAX_UPLOAD_BYTES
 from tests.conftest import Platform, WebUser, eventually, make_web_user, run_m2m
+from tests.web_http import API, error_of, ok, short_id
 
-API = "/api/v1"
 UPLOAD_CHUNK = 64 * 1024
-
-
-def short_id() -> str:
-    return uuid.uuid4().hex[:8]
-
-
-def error_of(response: httpx.Response, status: int) -> str:
-    """The ``error`` of a JSON error answer with ``status``; AssertionError otherwise."""
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    body = response.json()
-    assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
-    return str(body["error"])
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    return response.json() if response.content else None
 
 
 def m2m_json_lines(*args: str, config: Path) -> list[dict[str, Any]]:
     output = run_m2m(*args, "--json", config=config).stdout.decode()
     return [json.loads(line) for line in output.splitlines()]
-
-
-@pytest.fixture
-async def http(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    """A client without credentials: each request says who it is."""
-    async with httpx.AsyncClient(base_url=platform.web_url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture
-def admin(web_admin: WebUser) -> dict[str, str]:
-    return web_admin.headers
 
 
 @pytest.fixture(scope="module")

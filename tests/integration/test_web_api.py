@@ -24,8 +24,8 @@ from openapi_spec_validator import validate
 from m2m.receivers.alip.client import ALIPClient
 from m2m.registry.device import device_id_for
 from tests.conftest import WAIT, Platform, WebUser, eventually, make_web_user, run_m2m
+from tests.web_http import API, error_of, ok, short_id
 
-API = "/api/v1"
 PAGE = 2
 A_DEVICES = 5
 FIXED_PATHS = {
@@ -51,23 +51,6 @@ FIXED_PATHS = {
 """The paths the issue fixes, parameters unnamed (``{}``)."""
 ROW_FIELDS = {"id", "ident", "domain", "domain_id", "connected", "since", "source", "last_seen"}
 NO_LOGIN_NEEDED = {"/api/v1/login"}
-
-
-def short_id() -> str:
-    return uuid.uuid4().hex[:8]
-
-
-def error_of(response: httpx.Response, status: int) -> str:
-    """The ``error`` of a JSON error answer with ``status``; AssertionError otherwise."""
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    body = response.json()
-    assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
-    return str(body["error"])
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    return response.json() if response.content else None
 
 
 # --- Fixtures ------------------------------------------------------------------------------
@@ -118,18 +101,6 @@ def fleet(config_file: Path, admin_http: httpx.Client) -> Fleet:
         sorted(a_devices, key=lambda row: row["ident"]),
         b_device,
     )
-
-
-@pytest.fixture
-async def http(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    """A client without credentials: each request says who it is."""
-    async with httpx.AsyncClient(base_url=platform.web_url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def admin(web_admin: WebUser) -> dict[str, str]:
-    return web_admin.headers
 
 
 async def pages(

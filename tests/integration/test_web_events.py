@@ -30,8 +30,8 @@ from tests.conftest import (
     make_web_user,
     start_platform,
 )
+from tests.web_http import API
 
-API = "/api/v1"
 RECEIVER_LOST_WITHIN = 60.0
 """The issue's bound: a dead receiver's devices stop showing connected within a minute."""
 
@@ -128,12 +128,6 @@ def scene(config_file: Path, platform: Platform, web_admin: WebUser) -> Scene:
     with httpx.Client(base_url=platform.web_url, headers=web_admin.headers) as http:
         assert http.post(f"{API}/devices", json=body).status_code == 201
     return Scene(domain, user, ident)
-
-
-@pytest.fixture
-async def http(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=platform.web_url, timeout=WAIT) as client:
-        yield client
 
 
 class OpenStream(Protocol):

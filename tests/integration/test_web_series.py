@@ -11,7 +11,6 @@ import itertools
 import math
 import random
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +25,8 @@ from m2m.registry.device import device_id_for
 from m2m.text import utc_text
 from m2m.timeseries import JsonValue, Record, TimeSeries
 from tests.conftest import Platform, WebUser, eventually, make_web_user
+from tests.web_http import API, error_of, ok
 
-API = "/api/v1"
 T0 = datetime(2025, 3, 31, 23, 59, 58, 250000, tzinfo=UTC)
 """Close to a month's end: the records of a test span two buckets."""
 SECOND = timedelta(seconds=1)
@@ -63,17 +62,6 @@ def domains(config_file: Path, platform: Platform, web_admin: WebUser) -> Domain
 
 
 @pytest.fixture
-async def http(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=platform.web_url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def admin(web_admin: WebUser) -> dict[str, str]:
-    return web_admin.headers
-
-
-@pytest.fixture
 def series(database: Database) -> TimeSeries:
     return TimeSeries(database)
 
@@ -82,18 +70,6 @@ def series(database: Database) -> TimeSeries:
 def key() -> str:
     """A series of the platform's own (not a device's): admins only."""
     return f"probe-{uuid.uuid4()}"
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    return response.json()
-
-
-def error_of(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    body = response.json()
-    assert set(body) == {"error"} and body["error"], body
-    return str(body["error"])
 
 
 def row(record: Record) -> dict[str, Any]:
