@@ -583,7 +583,7 @@ async def test_a_command_acknowledgement_stores_its_response_lines_joined(
         client.send_array("_cmd", [b"a", silent.encode()])
         await client.ping(1)
     assert await device.commands() == {}
-    assert await device.command_responses() == {command: "up 3 days\nload 0.11"}
+    assert await device.command_responses() == {command: "up 3 days\nload 0.11", silent: ""}
 
 
 # --- Malformed or early input -----------------------------------------------------------

@@ -8,7 +8,7 @@
 import { api, isAbort, LiveStream, part, query, TaskQueue } from "./api.js";
 import { connectionBadge, h, later, notify, replace, timeAgo } from "./dom.js";
 
-const PAGE = 100;
+const PAGE = 50;
 const MAX_PAGE = 1000;
 const DETAILS_AT_ONCE = 4;
 const ADDS_AT_ONCE = 20;
