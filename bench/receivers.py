@@ -76,7 +76,7 @@ from m2m.receivers.m2mp.client import M2MPClient
 from m2m.receivers.m2mp.codec import ChannelDefinition, Data, encode
 from m2m.registry.device import Devices, device_id_for
 from m2m.registry.firmware import Firmwares
-from m2m.services import CONVERTER_CHANNEL, STORAGE_CHANNEL
+from m2m.services import CONVERTER_CHANNEL, RECEIVERS, STORAGE_CHANNEL
 from m2m.stack.provision import nsq_artifact
 from m2m.timeseries import TimeSeries
 
@@ -315,10 +315,11 @@ def start_serve(
 ) -> Serve:
     """``m2m serve`` against ``nsqd`` and the bench keyspace, ready for devices."""
     settings = copy.deepcopy(settings)
-    ports = {"m2mp": free_port(), "alip": free_port()}
+    ports = {"m2mp": free_port(), "alip": free_port(), "web": free_port()}
     receivers = settings["receivers"]
-    for name, port in ports.items():
-        receivers[name] = {"listen": f"tcp:{port}:interface={HOST}"}
+    for name in RECEIVERS:
+        receivers[name] = {"listen": f"tcp:{ports[name]}:interface={HOST}"}
+    settings["web"] = {**settings.get("web", {}), "listen": f"tcp:{ports['web']}:interface={HOST}"}
     receivers["limits"] = {**receivers.get("limits", {}), "connections_per_address": 1_000_000}
     settings["nsq"] = {"nsqd_tcp_addresses": [nsqd.tcp_address], "lookupd_http_addresses": []}
     name = f"serve-{only or 'all'}-{ports['m2mp']}"
@@ -380,7 +381,9 @@ class Platform:
         return sum(serve.rss_mb() for serve in self.serves)
 
 
-ONE_PROCESS: tuple[str | None, ...] = (None,)
+ONE_PROCESS: tuple[str | None, ...] = ("m2mp,alip,converter,storage",)
+"""Receivers and workers in one process (the web service, reading the bus on channels of
+its own, is measured by bench.web)."""
 DEPLOYED: tuple[str | None, ...] = ("storage", "converter", "m2mp,alip")
 """The processes of deploy/ (its systemd units): the workers, then the receivers."""
 
