@@ -127,9 +127,6 @@ class WebConfig(_Section):
     live_lag_limit: float = Field(5, gt=0)
     """Seconds: a bus message older than this when the web service reads it is skipped
     (counted, and the pages told to catch up from the API) instead of streamed late."""
-    map_tiles: str | None = None
-    """A tile URL template (``https://…/{z}/{x}/{y}.png``) drawn under device tracks;
-    none by default: tracks are drawn on a plain grid, with nothing fetched from outside."""
 
 
 class StackConfig(_Section):

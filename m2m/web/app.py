@@ -1,6 +1,7 @@
 """The web service's ASGI app (FastAPI): the API under ``/api/v1``, the console at ``/``.
 
-The OpenAPI document is at ``/api/v1/openapi.json``, browsable at ``/api/v1/docs``.
+The OpenAPI document is at ``/api/v1/openapi.json``, browsable at ``/api/v1/docs``
+(Swagger UI, served from the package like the console).
 ``/healthz`` answers while the process runs its loop.
 """
 
@@ -10,7 +11,8 @@ from importlib.resources import files
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
@@ -33,7 +35,7 @@ def create_app(context: WebContext) -> FastAPI:
         summary="Devices, their settings, commands and time series, live.",
         version="1",
         openapi_url=f"{API}/openapi.json",
-        docs_url=f"{API}/docs",
+        docs_url=None,
         redoc_url=None,
     )
     app.state.context = context
@@ -43,6 +45,18 @@ def create_app(context: WebContext) -> FastAPI:
     for module in (session, devices, series, registry, firmware, domains, users, events):
         api.include_router(module.router)
     app.include_router(api)
+
+    @app.get(f"{API}/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        # Swagger UI from the package (vendored from npm with its licence), not a CDN:
+        # the docs work where the platform has no way out to the internet.
+        return get_swagger_ui_html(
+            openapi_url=f"{API}/openapi.json",
+            title="m2m API",
+            swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

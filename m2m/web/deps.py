@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from m2m.registry.device import Device
 from m2m.registry.named import EntityNotFoundError
@@ -20,14 +21,23 @@ def web_context(request: Request) -> WebContext:
 Context = Annotated[WebContext, Depends(web_context)]
 
 
-async def principal(request: Request, context: Context) -> Principal:
+# Declared as security schemes, so the OpenAPI document (and its docs page) says how to
+# authenticate; each answers None when absent, and ``principal`` decides.
+_BEARER = HTTPBearer(auto_error=False, description="An API token: m2m user token create")
+_SESSION = APIKeyCookie(name=COOKIE, auto_error=False, description="POST /api/v1/login sets it")
+
+
+async def principal(
+    context: Context,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    cookie: Annotated[str | None, Depends(_SESSION)],
+) -> Principal:
     """The user behind a bearer token or a session cookie; 401 for anyone else."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     found: Principal | None = None
-    if scheme.lower() == "bearer" and credentials:
-        found = await context.auth.from_token(credentials.strip())
-    elif COOKIE in request.cookies:
-        found = await context.auth.from_cookie(request.cookies[COOKIE])
+    if bearer is not None:
+        found = await context.auth.from_token(bearer.credentials.strip())
+    elif cookie is not None:
+        found = await context.auth.from_cookie(cookie)
     if found is None:
         raise HTTPException(401, "log in first (POST /api/v1/login) or send a bearer token")
     return found

@@ -334,3 +334,17 @@ async def test_the_registry_is_browsed_node_by_node_and_keeps_secrets(
     await expect(page.get_by_text("Withheld (secret): password")).to_be_visible()
     await expect(values).not_to_contain_text("argon2")
     await page.screenshot(path=screenshots / "registry.png", full_page=True)
+
+
+# --- API docs --------------------------------------------------------------------------------
+
+
+async def test_the_api_docs_browse_the_openapi_document_without_the_internet(
+    page: Page, screenshots: Path
+) -> None:
+    await page.goto("/api/v1/docs")
+    await expect(page.get_by_role("heading", name=re.compile(r"^m2m"))).to_be_visible()
+    await expect(
+        page.locator(".opblock-summary-path", has_text="/api/v1/devices").first
+    ).to_be_visible()
+    await page.screenshot(path=screenshots / "api-docs.png")

@@ -17,6 +17,7 @@ const RANGES = [
   { key: "1y", label: "1 y", seconds: 365 * 86400 },
 ];
 const LOCATION = "sen:loc";
+const DEVICE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const RECORDS_SHOWN = 50;
 const RECORDS_KEPT = 200;
 const TRACK_POINTS = 1000;
@@ -355,17 +356,26 @@ export function devicePage(main, { args: [asked], params }) {
     replace(entry.latest, h("strong", {}, String(value)), " ", h("span", { class: "muted" }, timeAgo(time)));
   }
 
-  async function loadPlot(type, entry) {
+  /** The type's downsampled points over the picked range, as many as ``width`` pixels take. */
+  async function fetchPlot(type, width) {
     const to = new Date();
     const from = new Date(to.getTime() - range.seconds * 1000);
+    const points = Math.min(1000, Math.max(60, Math.round(width || 600)));
+    const rows = await api(`${series}/downsample${query({
+      type, from: from.toISOString(), to: to.toISOString(), points })}`, { signal });
+    return { rows, from, to };
+  }
+
+  function showPlot(entry, { rows, from, to }) {
+    entry.plot.load(rows, from, to);
+    entry.loaded = true;
+    for (const [time, value] of entry.waiting.splice(0)) entry.plot.add(time, value);
+  }
+
+  async function loadPlot(type, entry) {
     entry.loaded = false;
-    const points = Math.min(1000, Math.max(60, Math.round(entry.card.clientWidth || 600)));
     try {
-      const rows = await api(`${series}/downsample${query({
-        type, from: from.toISOString(), to: to.toISOString(), points })}`, { signal });
-      entry.plot.load(rows, from, to);
-      entry.loaded = true;
-      for (const [time, value] of entry.waiting.splice(0)) entry.plot.add(time, value);
+      showPlot(entry, await fetchPlot(type, entry.card.clientWidth));
     } catch (error) {
       if (!isAbort(error)) notify(`Could not plot ${type}: ${error.message}`, "error");
     }
@@ -379,22 +389,37 @@ export function devicePage(main, { args: [asked], params }) {
     return value === null || value === undefined ? null : { value, time: record.time };
   }
 
-  async function loadSensors() {
+  function loadSensors() {
+    return loadSensorsOf(series);
+  }
+
+  async function loadSensorsOf(key) {
+    series = key;
     let types;
     try {
       const answer = await api(`${series}/types`, { signal });
       types = (Array.isArray(answer) ? answer : answer.types ?? []).map((t) => (typeof t === "string" ? t : t.type));
     } catch (error) {
-      if (!isAbort(error)) notify(`Could not list the sensor types: ${error.message}`, "error");
+      // No such device (404) is the page's to say.
+      if (!isAbort(error) && error.status !== 404) {
+        notify(`Could not list the sensor types: ${error.message}`, "error");
+      }
       return;
     }
     if (types.includes(LOCATION)) loadTrack();
+    // A plot's points are asked for with its newest value, not after it: one round trip.
+    const width = plotGrid.clientWidth / 2;
     await Promise.all(types.filter((t) => t !== LOCATION && !t.startsWith("_")).map(async (type) => {
-      const latest = await numericLatest(type).catch(() => null);
+      const [latest, points] = await Promise.all([
+        numericLatest(type).catch(() => null),
+        fetchPlot(type, width).catch((error) => (isAbort(error) ? null : error)),
+      ]);
       if (latest === null || plots.has(type)) return;
       const entry = plotCard(type);
       showLatest(entry, latest.value, latest.time);
-      await loadPlot(type, entry);
+      if (points === null) return;
+      if (points instanceof Error) notify(`Could not plot ${type}: ${points.message}`, "error");
+      else showPlot(entry, points);
     }));
   }
 
@@ -492,6 +517,9 @@ export function devicePage(main, { args: [asked], params }) {
   }
 
   async function start() {
+    // Asked by id (as the fleet links it), the series is known at once: its plots need
+    // not wait for the device's details.
+    const sensors = DEVICE_ID.test(asked) ? loadSensorsOf(`/series/${part(`dev-${asked}`)}`) : null;
     try {
       await loadDevice();
     } catch (error) {
@@ -520,7 +548,7 @@ export function devicePage(main, { args: [asked], params }) {
       },
       () => refreshAll(),
     );
-    await Promise.all([loadRoutes(), loadRecords(), loadSensors()]);
+    await Promise.all([loadRoutes(), loadRecords(), sensors ?? loadSensors()]);
   }
 
   start();
