@@ -124,6 +124,8 @@ class WebConfig(_Section):
     """``tcp:PORT[:interface=ADDRESS]`` (a Twisted-style endpoint string; port 0 picks one)."""
     session_hours: float = Field(12, gt=0)
     """How long a console login lasts."""
+    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    """The largest firmware file accepted over HTTP (413 beyond it)."""
     live_lag_limit: float = Field(5, gt=0)
     """Seconds: a bus message older than this when the web service reads it is skipped
     (counted, and the pages told to catch up from the API) instead of streamed late."""

@@ -20,7 +20,6 @@ import pytest
 
 from m2m.registry.node import MAX_VALUES_BYTES
 from m2m.registry.paths import MAX_PATH_BYTES
-from m2m.web.api.firmware import MAX_UPLOAD_BYTES
 from tests.conftest import Platform, WebUser, eventually, make_web_user, run_m2m
 from tests.web_http import API, error_of, ok, short_id
 
@@ -304,8 +303,9 @@ async def test_an_upload_declared_too_large_is_refused_413_before_its_body(
     http: httpx.AsyncClient, admin: dict[str, str], platform: Platform, web_admin: WebUser
 ) -> None:
     name = f"fw-{short_id()}"
+    limit = platform.config.web.max_upload_bytes
     before = await firmware_nodes(http, admin)
-    reader, writer = await raw_upload(platform, web_admin, name, MAX_UPLOAD_BYTES + 1, b"")
+    reader, writer = await raw_upload(platform, web_admin, name, limit + 1, b"")
     try:
         head = (await reader.readuntil(b"\r\n\r\n")).decode()
         status_line, *header_lines = head.split("\r\n")
@@ -314,7 +314,7 @@ async def test_an_upload_declared_too_large_is_refused_413_before_its_body(
         body = await reader.readexactly(int(headers["content-length"]))
     finally:
         writer.close()
-    assert str(MAX_UPLOAD_BYTES) in json.loads(body)["error"]
+    assert str(limit) in json.loads(body)["error"]
     assert name not in await firmware_list(http, admin)
     assert await firmware_nodes(http, admin) == before
 

@@ -28,8 +28,6 @@ from m2m.web.limits import declared_length
 
 router = APIRouter(prefix="/firmware", tags=["firmware"])
 
-MAX_UPLOAD_BYTES = 256 * 1024 * 1024
-"""The largest firmware accepted (413 beyond it). To become ``web.max_upload_bytes``."""
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _RAW_BODY: dict[str, Any] = {
@@ -45,18 +43,18 @@ async def _row(database: Database, name: str, firmware_id: str) -> dict[str, Any
     return {"name": name, "id": firmware_id, "size": stat.size, "type": stat.mime_type}
 
 
-def _too_large() -> HTTPException:
-    return HTTPException(413, f"a firmware file may hold at most {MAX_UPLOAD_BYTES} bytes")
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"a firmware file may hold at most {limit} bytes")
 
 
-async def _received(request: Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives, refused once it passes the limit."""
+async def _received(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body as it arrives, refused once it passes ``limit`` bytes."""
     received = 0
     try:
         async for chunk in request.stream():
             received += len(chunk)
-            if received > MAX_UPLOAD_BYTES:
-                raise _too_large()
+            if received > limit:
+                raise _too_large(limit)
             yield chunk
     except ClientDisconnect:
         raise HTTPException(400, "the upload was cut off: nothing was stored") from None
@@ -86,12 +84,13 @@ async def upload_firmware(
     name: str, request: Request, context: Context, who: Admin
 ) -> dict[str, Any]:
     """Store the request body as firmware ``name``, replacing an older one once complete."""
+    limit = context.config.web.max_upload_bytes
     declared = declared_length(request.headers.get("content-length", "0"))
-    if declared is None or declared > MAX_UPLOAD_BYTES:
-        raise _too_large()
+    if declared is None or declared > limit:
+        raise _too_large(limit)
     firmwares = Firmwares(context.database)
     mime_type = request.headers.get("content-type") or None
-    firmware_id = await firmwares.add(name, _received(request), mime_type)
+    firmware_id = await firmwares.add(name, _received(request, limit), mime_type)
     return await _row(context.database, name, firmware_id)
 
 
