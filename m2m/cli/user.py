@@ -12,7 +12,7 @@ from m2m.cli.named import add_rename_and_rm
 from m2m.cli.output import Row, domain_option, json_option, print_rows
 from m2m.registry.domain import Domains
 from m2m.registry.tokens import Tokens
-from m2m.registry.user import Users
+from m2m.registry.user import Users, user_rows
 from m2m.text import unix_time_text
 
 
@@ -43,18 +43,8 @@ def list_users(app: App, as_json: bool) -> None:
     """List users: name, id, domain and whether each is an admin."""
 
     async def work(database: Database) -> list[Row]:
-        users = await Users(database).all()
-        domain_ids = [await user.domain_id() for user in users]
-        names = await Domains(database).names(filter(None, domain_ids))
-        return [
-            {
-                "name": await user.name(),
-                "id": user.id,
-                "domain": names.get(domain_id, domain_id) if domain_id else None,
-                "admin": await user.is_admin(),
-            }
-            for user, domain_id in zip(users, domain_ids, strict=True)
-        ]
+        rows = await user_rows(database, await Users(database).all())
+        return [{key: row[key] for key in ("name", "id", "domain", "admin")} for row in rows]
 
     print_rows(run_with_database(app.config.cassandra, work), as_json)
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from m2m.cassandra import Database
 from m2m.errors import InvalidInput
 from m2m.registry.domain import Domain, Domains
 from m2m.registry.named import NamedEntities, NamedEntity
@@ -71,6 +73,27 @@ def _verify(stored: str, password: str) -> bool:
         return _HASHER.verify(stored, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def user_rows(database: Database, users: list[User]) -> list[dict[str, Any]]:
+    """Each user as people see them, in the CLI and the HTTP API alike: ``{"name", "id",
+    "domain" (its name; its id if the domain is gone), "domain_id", "admin"}``."""
+
+    async def described(user: User) -> tuple[str, str | None, bool]:
+        return await asyncio.gather(user.name(), user.domain_id(), user.is_admin())
+
+    found = await asyncio.gather(*(described(user) for user in users))
+    names = await Domains(database).names({domain_id for _, domain_id, _ in found if domain_id})
+    return [
+        {
+            "name": name,
+            "id": user.id,
+            "domain": names.get(domain_id, domain_id) if domain_id else None,
+            "domain_id": domain_id,
+            "admin": admin,
+        }
+        for user, (name, domain_id, admin) in zip(users, found, strict=True)
+    ]
 
 
 class Users(NamedEntities[User]):

@@ -7,41 +7,24 @@ shown once, in the answer that made it.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response
 
 from m2m.registry.domain import Domains
 from m2m.registry.tokens import Tokens, token_id
-from m2m.registry.user import User, Users, check_new_password
+from m2m.registry.user import Users, check_new_password, user_rows
 from m2m.text import unix_time_text
 from m2m.web.api.models import CreatedToken, NewPassword, NewUser, TokenRow, UserRow
-from m2m.web.context import WebContext
 from m2m.web.deps import Context, CurrentUser, admin
 
 router = APIRouter(prefix="/users", tags=["users"])
 _ADMIN_ONLY = [Depends(admin)]
 
 
-async def _rows(context: WebContext, users: list[User]) -> list[dict[str, Any]]:
-    async def described(user: User) -> tuple[str, str | None, bool]:
-        return await asyncio.gather(user.name(), user.domain_id(), user.is_admin())
-
-    described_users = await asyncio.gather(*(described(user) for user in users))
-    domain_ids = {domain_id for _, domain_id, _ in described_users if domain_id}
-    domain_names = await Domains(context.database).names(domain_ids)
-    rows = []
-    for user, (name, domain_id, is_admin) in zip(users, described_users, strict=True):
-        domain = domain_names.get(domain_id, domain_id) if domain_id else None
-        rows.append({"id": user.id, "name": name, "domain": domain, "domain_id": domain_id,
-                     "admin": is_admin})  # fmt: skip
-    return rows
-
-
 @router.get("", response_model=list[UserRow], dependencies=_ADMIN_ONLY)
 async def list_users(context: Context) -> list[dict[str, Any]]:
-    return await _rows(context, await Users(context.database).all())
+    return await user_rows(context.database, await Users(context.database).all())
 
 
 @router.post("", response_model=UserRow, status_code=201, dependencies=_ADMIN_ONLY)
@@ -52,7 +35,7 @@ async def create_user(body: NewUser, context: Context) -> dict[str, Any]:
     user = await Users(context.database).create_in(body.name, domain, body.admin)
     if body.password is not None:
         await user.set_password(body.password)
-    (row,) = await _rows(context, [user])
+    (row,) = await user_rows(context.database, [user])
     return row
 
 
