@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
+import time
 from asyncio import Future
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -50,9 +52,11 @@ from cassandra.policies import (
 from cassandra.pool import Host
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
 from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement
+from prometheus_client import Histogram
 
 from m2m.config import CassandraConfig
 from m2m.errors import M2MError, Unavailable
+from m2m.metrics import CASSANDRA_ERRORS, CASSANDRA_REQUESTS, CASSANDRA_RETRIES, statement_label
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,25 @@ def _as_raised(failure: BaseException) -> BaseException:
         unavailable.__cause__ = failure  # raised from the driver's error, wherever raised
         return unavailable
     return failure
+
+
+def _failure_label(failure: BaseException) -> str:
+    """How a failed request is counted: ``timeout``, ``unavailable`` or ``error``."""
+    if isinstance(failure, Timeout | OperationTimedOut):
+        return "timeout"
+    return "unavailable" if isinstance(failure, _TRANSIENT_FAILURES) else "error"
+
+
+@functools.cache
+def _request_timer(statement: str) -> Histogram:
+    return CASSANDRA_REQUESTS.labels(statement)
+
+
+def _observe(statement: str, started: float, failure: BaseException | None) -> None:
+    """Count a request answered (or failed) after it was sent at ``started``."""
+    _request_timer(statement).observe(time.perf_counter() - started)
+    if failure is not None:
+        CASSANDRA_ERRORS.labels(statement, _failure_label(failure)).inc()
 
 
 def consistency_level(name: str) -> int:
@@ -164,6 +187,8 @@ class Database:
         self.keyspace = keyspace
         self._slots = asyncio.Semaphore(max_in_flight)
         self._prepared: dict[str, PreparedStatement] = {}
+        self._labels: dict[bytes, str] = {}
+        """The metrics label of each prepared statement, by its id."""
         self._bridge: _ResponseBridge | None = None
         self._rows = _RowBatcher(self, max(1, max_in_flight // ROW_BATCH_SHARE))
 
@@ -184,7 +209,14 @@ class Database:
             with _outages_raised():
                 statement = self.session.prepare(cql, keyspace=self.keyspace)
             self._prepared[cql] = statement
+            self._labels[statement.query_id] = statement_label(cql)
         return statement
+
+    def label_of(self, statement: PreparedStatement | BoundStatement) -> str:
+        """The statement's label in the request metrics (``select registrynode``)."""
+        if isinstance(statement, BoundStatement):
+            statement = statement.prepared_statement
+        return self._labels.get(statement.query_id, "other")
 
     async def execute(self, cql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement; the rows of its first page (all of them for small results)."""
@@ -213,6 +245,7 @@ class Database:
         # Refused before leaving (rare: connections full): send those again, one by one.
         for (statement, values, _), outcome in zip(sent, outcomes, strict=True):
             if isinstance(outcome, BaseException):
+                CASSANDRA_RETRIES.inc()
                 await self._answered(statement, values, None)
 
     async def write_rows(self, requests: Iterable[tuple[str, Sequence[Any]]]) -> None:
@@ -269,6 +302,7 @@ class Database:
             except NoHostAvailable as exc:
                 if not _never_sent(exc):
                     raise
+            CASSANDRA_RETRIES.inc()
             await asyncio.sleep(delay)
         return await (await self._send(statement, params, paging_state))
 
@@ -277,6 +311,7 @@ class Database:
     ) -> asyncio.Future[ResponseFuture]:
         """Send once a slot is free; the future resolves, and the slot frees, on the answer."""
         await self._slots.acquire()
+        started = time.perf_counter()
         try:
             with _outages_raised():
                 response = self.session.execute_async(statement, params, paging_state=paging_state)
@@ -284,16 +319,21 @@ class Database:
             self._slots.release()
             raise
         answered: asyncio.Future[ResponseFuture] = asyncio.get_running_loop().create_future()
-        self.bridge().watch(response, self._settle_request, answered)
+        self.bridge().watch(
+            response, self._settle_request, (answered, self.label_of(statement), started)
+        )
         return answered
 
     def _settle_request(
         self,
-        answered: asyncio.Future[ResponseFuture],
+        sent: tuple[asyncio.Future[ResponseFuture], str, float],
         response: ResponseFuture,
         failure: BaseException | None,
     ) -> None:
         self._slots.release()
+        answered, statement, started = sent
+        if failure is None or not _never_sent(failure):
+            _observe(statement, started, failure)
         if answered.done():  # cancelled while the request was out
             return
         if failure is None:
@@ -421,31 +461,36 @@ class _RowBatcher:
         """One request: a row alone, or an unlogged batch of rows."""
         if len(rows) == 1:
             statement: BoundStatement | BatchStatement = rows[0].statement
+            label = self._database.label_of(rows[0].statement)
         else:
             statement = BatchStatement(BatchType.UNLOGGED)
             for row in rows:
                 statement.add(row.statement)
+            label = "batch"
+        started = time.perf_counter()
         try:
             response = self._database.session.execute_async(statement)
         except Exception as exc:
             self._settle(rows, _as_raised(exc))
             return
         self._in_flight += 1
-        self._database.bridge().watch(response, self._answered, (queue, rows))
+        self._database.bridge().watch(response, self._answered, (queue, rows, label, started))
 
     def _answered(
         self,
-        sent: tuple[deque[_Row], list[_Row]],
+        sent: tuple[deque[_Row], list[_Row], str, float],
         _: ResponseFuture,
         failure: BaseException | None,
     ) -> None:
         self._in_flight -= 1
-        queue, rows = sent
+        queue, rows, label, started = sent
         if failure is not None and _never_sent(failure):
             # Never left (every connection's buffer full): again, once they drained.
+            CASSANDRA_RETRIES.inc()
             queue.extendleft(reversed(rows))
             asyncio.get_running_loop().call_later(_RETRY_UNSENT, self._send_waiting)
             return
+        _observe(label, started, failure)
         self._settle(rows, None if failure is None else _as_raised(failure))
         self._send_waiting()
 

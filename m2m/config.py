@@ -55,6 +55,9 @@ class NsqConfig(_Section):
     Each stays out for nsqd's output buffering, the write and the FIN, about 0.1 s under
     load, so this caps a worker's rate: 200 held one near 2,000 messages/s. At most
     nsqd's ``--max-rdy-count`` (2,500 by default)."""
+    max_depth: int = Field(10_000, ge=0)
+    """Messages a topic or channel may hold waiting before ``m2m bus stats`` flags it (and
+    exits non-zero): deeper, its consumer is down or too slow, or nobody reads it."""
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     """The largest message published: at most nsqd's ``--max-msg-size`` (the stack and
     deploy/ run nsqd with 4 MiB: a 1 MiB M2MP frame is 2 MiB of hex on the bus)."""
@@ -131,6 +134,20 @@ class WebConfig(_Section):
     (counted, and the pages told to catch up from the API) instead of streamed late."""
 
 
+class MetricsConfig(_Section):
+    """Each ``m2m serve`` process's operations port: Prometheus metrics and health."""
+
+    listen: str | None = None
+    """``tcp:PORT[:interface=ADDRESS]`` serving ``/metrics``, ``/healthz`` and ``/readyz``;
+    unset: none (``m2m serve --metrics-listen`` sets it for one process)."""
+
+
+class LoggingConfig(_Section):
+    format: Literal["text", "json"] = "text"
+    """``text``: one line a person reads; ``json``: one JSON object a line, for machines."""
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class StackConfig(_Section):
     """The local development stack started by ``m2m stack up``."""
 
@@ -148,6 +165,8 @@ class Config(_Section):
     nsq: NsqConfig = NsqConfig()
     receivers: ReceiversConfig = ReceiversConfig()
     web: WebConfig = WebConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
     stack: StackConfig = StackConfig()
 
 

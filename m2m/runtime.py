@@ -2,7 +2,8 @@
 
 Receivers are Twisted protocols, the bus (pynsq, on Tornado) and the Cassandra bridge are
 asyncio: with ``AsyncioSelectorReactor`` they all share one loop and one thread. Logs from
-Twisted (``twisted.logger``) and from the libraries (``logging``) go to stderr in one format.
+Twisted (``twisted.logger``), from Python's warnings and from the libraries (``logging``)
+go to stderr in one format, the config's (:mod:`m2m.logs`).
 """
 
 from __future__ import annotations
@@ -18,17 +19,20 @@ from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, STDLibLogObserver, globalLogBeginner
 from twisted.python.failure import Failure
 
+from m2m import logs
+from m2m.config import LoggingConfig
+
 log = logging.getLogger(__name__)
 
 Step = Callable[[], Coroutine[Any, Any, None]]
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+def configure_logging(config: LoggingConfig) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logs.formatter(config.format))
+    level = logging.getLevelNamesMapping()[config.level.upper()]
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.captureWarnings(True)
     for noisy in ("cassandra", "nsq", "tornado"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # STDLibLogObserver provides ILogObserver through zope.interface, which mypy cannot see.

@@ -1,9 +1,11 @@
 """What ``m2m serve`` runs in one process: receivers, workers and web, started and stopped in order.
 
-Start: Cassandra, the publisher, the workers' consumers, then the receivers' listening
-ports (and their ``receivers`` control consumer, on a channel of this receiver's own).
-Stop, on SIGTERM/SIGINT: stop accepting devices and close their connections, let the
-consumers finish what they hold, flush everything accepted to nsqd, then disconnect.
+Start: the operations port (metrics and health, when ``metrics.listen`` is set), Cassandra,
+the publisher, the workers' consumers, then the receivers' listening ports (and their
+``receivers`` control consumer, on a channel of this receiver's own). Each registers its
+readiness check. Stop, on SIGTERM/SIGINT: stop accepting devices and close their
+connections, let the consumers finish what they hold, flush everything accepted to nsqd,
+then disconnect.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from m2m.bus.publisher import Publisher
 from m2m.cassandra import Database
 from m2m.config import Config
 from m2m.errors import M2MError
+from m2m.metrics import BusCollector, follow_bus_depths, unwatch, watch_bus
+from m2m.operations import Check, Operations
 from m2m.receivers.admission import Admission
 from m2m.receivers.alip.protocol import ALIPProtocol
 from m2m.receivers.connections import Connections
@@ -45,9 +49,18 @@ RECEIVERS = ("m2mp", "alip")
 WORKERS = ("converter", "storage")
 SERVICE_NAMES = (*RECEIVERS, *WORKERS, "web")
 FLUSH_TIMEOUT = 30.0
+CASSANDRA_PROBE = "SELECT release_version FROM system.local"
+"""What readiness asks Cassandra: the cheapest question a node answers itself."""
 
 CONVERTER_CHANNEL = "converter"
 STORAGE_CHANNEL = "storage"
+EVENTS_DRAIN_CHANNEL = "drain"
+"""``events`` is a live feed: a message reaches the channels that exist when it is
+published, and no more. nsqd keeps every message of a topic without a channel (for the
+first one to come), so the receivers, who publish ``events``, read it on this channel and
+let go of everything: the topic never holds what nobody asked for. Whoever wants every
+event (an audit, an integration) reads on a channel of its own, which nsqd then keeps
+for it; ``m2m bus stats`` flags any that nobody reads."""
 _ENDPOINT_PORT = re.compile(r"[a-z0-9]+:(?:port=)?(\d+)(?::|$)")
 """The port of a Twisted server endpoint string: ``tcp:3010:…``, ``ssl:port=3011:…``."""
 
@@ -74,6 +87,9 @@ class Services:
     _receivers: list[ReceiverService] = field(default_factory=list)
     _web: WebService | None = None
     _heartbeat: asyncio.Task[None] | None = None
+    _operations: Operations | None = None
+    _bus_metrics: BusCollector | None = None
+    _bus_depths: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.names) - set(SERVICE_NAMES)
@@ -99,9 +115,15 @@ class Services:
 
     async def start(self) -> None:
         config = self.config
+        if config.metrics.listen is not None:
+            self._operations = Operations(config.metrics.listen)
+            self.ports["metrics"] = await self._operations.start()
         self._database = await asyncio.to_thread(Database.connect, config.cassandra)
         self._publisher = Publisher(config.nsq)
         self._publisher.start()
+        self._bus_metrics = watch_bus(self._publisher, self._consumers)
+        self._check("cassandra", self._cassandra_answers)
+        self._check("nsqd", self._nsqd_connected)
         timeseries = TimeSeries(self._database)
         if "storage" in self.names:
             worker = StorageWorker(self._database, timeseries)
@@ -117,12 +139,43 @@ class Services:
             self.ports["web"] = await self._web.start()
             for topic, channel, handler in self._web.subscriptions():
                 self._consume(topic, channel, handler)
+            self._check("web", self._web_serving)
+            await self._web.forget_abandoned_channels()
         # What start-up made (the driver's metadata, prepared statements, the app) lives
         # as long as the process: out of the collector's sight, full collections cost a
         # fraction (a fleet page's API call takes a third less time).
         gc.collect()
         gc.freeze()
+        if self._operations is not None:
+            self._operations.started = True
+            self._bus_depths = asyncio.get_running_loop().create_task(
+                follow_bus_depths(config.nsq, self._consumers)
+            )
         log.info("serving: %s", ", ".join(self.names))
+
+    def _check(self, name: str, check: Check) -> None:
+        if self._operations is not None:
+            self._operations.add_check(name, check)
+
+    async def _cassandra_answers(self) -> str | None:
+        assert self._database is not None
+        await self._database.execute(CASSANDRA_PROBE)
+        return None
+
+    async def _nsqd_connected(self) -> str | None:
+        assert self._publisher is not None
+        if not self._publisher.connected:
+            return "not connected to nsqd (publisher)"
+        apart = [f"{c.topic}/{c.channel}" for c in self._consumers if not c.connected]
+        return f"not connected to nsqd: consumer of {', '.join(apart)}" if apart else None
+
+    async def _receivers_listening(self) -> str | None:
+        idle = [receiver.name for receiver in self._receivers if not receiver.listening]
+        return f"not listening: {', '.join(idle)}" if idle else None
+
+    async def _web_serving(self) -> str | None:
+        assert self._web is not None
+        return None if self._web.serving else "the HTTP server stopped"
 
     async def _start_receivers(self, names: list[str]) -> None:
         assert self._database is not None and self._publisher is not None
@@ -143,6 +196,7 @@ class Services:
             instance=uuid.uuid4().hex[:16],
         )
         self._consume(topics.RECEIVERS, self.channel, connections.control)
+        self._consume(topics.EVENTS, EVENTS_DRAIN_CHANNEL, _let_go)
         for name in names:
             listen = getattr(self.config.receivers, name).listen
             service = ReceiverService(name, listen, DeviceServerFactory(context, PROTOCOLS[name]))
@@ -155,6 +209,7 @@ class Services:
                 )
             )  # fmt: skip
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat(context))
+        self._check("receivers", self._receivers_listening)
 
     async def _beat(self, context: ReceiverContext) -> None:
         """Say on ``events`` that this receiver process is alive, every heartbeat interval."""
@@ -176,8 +231,9 @@ class Services:
         self._consumers.append(consumer)
 
     async def stop(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in (self._heartbeat, self._bus_depths):
+            if task is not None:
+                task.cancel()
         if self._web is not None:
             await self._web.stop()
         for receiver in self._receivers:
@@ -196,4 +252,12 @@ class Services:
             self._publisher.close()
         if self._database is not None:
             self._database.close()
+        if self._bus_metrics is not None:
+            unwatch(self._bus_metrics)
+        if self._operations is not None:
+            await self._operations.stop()
         log.info("stopped")
+
+
+async def _let_go(_: Envelope) -> None:
+    """The ``events`` drain's handler: the message is finished, nothing else."""

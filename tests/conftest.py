@@ -175,10 +175,17 @@ class Platform:
     web_port: int
     process: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int | None = None
+    """Where it serves /metrics, /healthz and /readyz, if started with ``metrics=True``."""
 
     @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.metrics_port is not None, "started without metrics=True"
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -186,12 +193,20 @@ class Platform:
 
 
 def start_platform(
-    base_config: Path, directory: Path, only: str | None = None, **receivers: object
+    base_config: Path,
+    directory: Path,
+    only: str | None = None,
+    metrics: bool = False,
+    **receivers: object,
 ) -> Platform:
-    """``m2m serve`` on free ports with fast session timings, ready for devices."""
+    """``m2m serve`` on free ports with fast session timings, ready for devices; with
+    ``metrics``, its operations port too (``metrics.listen``)."""
     settings = yaml.safe_load(base_config.read_text())
     m2mp_port, alip_port, web_port = free_port(), free_port(), free_port()
     settings["web"] = {"listen": f"tcp:{web_port}:interface=127.0.0.1"}
+    metrics_port = free_port() if metrics else None
+    if metrics_port is not None:
+        settings["metrics"] = {"listen": f"tcp:{metrics_port}:interface=127.0.0.1"}
     settings["receivers"] = {
         "m2mp": {"listen": f"tcp:{m2mp_port}:interface=127.0.0.1"},
         "alip": {"listen": f"tcp:{alip_port}:interface=127.0.0.1"},
@@ -206,10 +221,19 @@ def start_platform(
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     platform = Platform(
-        config_file, load_config(config_file), m2mp_port, alip_port, web_port, process, log
+        config_file,
+        load_config(config_file),
+        m2mp_port,
+        alip_port,
+        web_port,
+        process,
+        log,
+        metrics_port,
     )
     listening = [p for name, p in (("m2mp", m2mp_port), ("alip", alip_port), ("web", web_port))
                  if only is None or name in only]  # fmt: skip
+    if metrics_port is not None:
+        listening.append(metrics_port)
     deadline = time.monotonic() + 60
     while not all(_accepts(port) for port in listening):
         if process.poll() is not None or time.monotonic() > deadline:

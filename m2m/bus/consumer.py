@@ -53,6 +53,7 @@ from m2m.bus.envelope import Envelope, InvalidMessage
 from m2m.bus.publisher import Publisher
 from m2m.config import NsqConfig
 from m2m.errors import InvalidInput, Unavailable
+from m2m.metrics import HANDLER_LATENCY, MESSAGE_AGE
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class ConsumerStats:
     """Attempts made again because of an outage."""
     failures: int = 0
     """Unexpected failures (bugs), each requeued or parked."""
+    requeued: int = 0
     dead: int = 0
     """Messages parked on the dead-letter topic."""
 
@@ -107,8 +109,12 @@ class Consumer:
         """Where messages that keep failing are parked."""
         self._reader: nsq.Reader | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._outage = _Outage(f"{topic}/{channel}")
+        self.log = logging.LoggerAdapter(log, {"topic": topic, "channel": channel})
+        """Its records carry ``topic`` and ``channel``; its messages name them too."""
+        self._outage = _Outage(f"{topic}/{channel}", self.log)
         self.stats = ConsumerStats()
+        self._handler_latency = HANDLER_LATENCY.labels(topic, channel)
+        self._message_age = MESSAGE_AGE.labels(topic, channel)
 
     def start(self) -> None:
         """Subscribe; call with the asyncio loop running (pynsq binds to it)."""
@@ -127,6 +133,12 @@ class Consumer:
             # hop (converter, storage) that is latency a device's data does not need.
             output_buffer_timeout=OUTPUT_BUFFER_TIMEOUT_MS,
         )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the consumer holds a connection to an nsqd."""
+        reader = self._reader
+        return reader is not None and any(conn.connected() for conn in reader.conns.values())
 
     async def close(self, timeout: float = 10.0) -> None:
         """Stop taking messages and let the ones being handled finish (for ``timeout`` s).
@@ -161,6 +173,8 @@ class Consumer:
         return None
 
     async def _handle(self, envelope: Envelope, message: nsq.Message) -> None:
+        started = time.time()
+        self._message_age.observe(max(0.0, started - message.timestamp / 1e9))
         try:
             try:
                 await self._handler(envelope)
@@ -175,6 +189,8 @@ class Consumer:
             self._outage.succeeded()
             self.stats.handled += 1
             message.finish()
+        finally:
+            self._handler_latency.observe(time.time() - started)
 
     async def _until_available(
         self, envelope: Envelope, message: nsq.Message, failure: Unavailable
@@ -209,12 +225,13 @@ class Consumer:
         self.stats.failures += 1
         attempts = message.attempts
         if attempts < self._config.max_attempts:
-            log.error(
+            self.log.error(
                 "%s/%s: handling %s failed (delivery %d of %d); requeued",
                 self.topic, self.channel, envelope.call, attempts, self._config.max_attempts,
                 exc_info=exc if attempts == 1 else None,
             )  # fmt: skip
             delay = min(REQUEUE_FIRST_DELAY_MS << (attempts - 1), REQUEUE_MAX_DELAY_MS)
+            self.stats.requeued += 1
             message.requeue(backoff=False, time_ms=delay)
             return
         reason = _reason(exc)
@@ -226,18 +243,20 @@ class Consumer:
                 parked, topic=dead_topic(self.topic), timeout=PARK_TIMEOUT
             )
         except Unavailable as unavailable:
-            log.error("%s/%s: cannot park a message (%s); requeued", self.topic, self.channel,
-                      unavailable)  # fmt: skip
+            self.log.error("%s/%s: cannot park a message (%s); requeued", self.topic,
+                           self.channel, unavailable)  # fmt: skip
+            self.stats.requeued += 1
             message.requeue(backoff=False, time_ms=REQUEUE_MAX_DELAY_MS)
             return
         except InvalidInput as refused:  # too large to park, with its reason
-            log.error("%s/%s: %s failed %d times and cannot be parked (%s), dropped: %s: %.200r",
-                      self.topic, self.channel, envelope.call, attempts, refused, reason,
-                      message.body)  # fmt: skip
+            self.log.error(
+                "%s/%s: %s failed %d times and cannot be parked (%s), dropped: %s: %.200r",
+                self.topic, self.channel, envelope.call, attempts, refused, reason, message.body,
+            )  # fmt: skip
             message.finish()
             return
         self.stats.dead += 1
-        log.error(
+        self.log.error(
             "%s/%s: %s failed %d times, parked on %s: %s",
             self.topic, self.channel, envelope.call, attempts, dead_topic(self.topic), reason,
         )  # fmt: skip
@@ -245,8 +264,8 @@ class Consumer:
 
     def _count_invalid(self, exc: Exception, body: bytes) -> None:
         self.stats.invalid += 1
-        log.warning("%s/%s: invalid message finished: %s: %.200r", self.topic, self.channel,
-                    exc, body)  # fmt: skip
+        self.log.warning("%s/%s: invalid message finished: %s: %.200r", self.topic,
+                         self.channel, exc, body)  # fmt: skip
 
 
 def _reason(exc: BaseException) -> str:
@@ -267,8 +286,9 @@ class _Outage:
     Cassandra keeps timing out) is no outage: it waits its own delays, and wakes nobody.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, log: logging.LoggerAdapter[logging.Logger]) -> None:
         self._name = name
+        self._log = log
         self._failing_since: float | None = None
         self._failures = 0
         self._ended = asyncio.Event()
@@ -279,15 +299,16 @@ class _Outage:
         self._failures += 1
         if self._failing_since is None:
             self._failing_since = time.monotonic()
-            log.warning("%s: %s; holding the message and trying again", self._name, failure)
+            self._log.warning("%s: %s; holding the message and trying again", self._name,
+                              failure)  # fmt: skip
 
     def succeeded(self) -> None:
         if self._failing_since is None:
             return  # nearly always: nothing to do
         lasted = time.monotonic() - self._failing_since
         if lasted >= OUTAGE_MIN:
-            log.warning("%s: working again after %.0f s and %d failed attempts",
-                        self._name, lasted, self._failures)  # fmt: skip
+            self._log.warning("%s: working again after %.0f s and %d failed attempts",
+                              self._name, lasted, self._failures)  # fmt: skip
             self._ended.set()
             self._ended = asyncio.Event()
         self._failing_since = None

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ import nsq
 from m2m.bus.envelope import Envelope
 from m2m.config import NsqConfig
 from m2m.errors import InvalidInput, Unavailable
+from m2m.metrics import PUBLISH_LATENCY
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class _Queued:
     number: int
     """Its place in the order messages were accepted (see ``acknowledged``)."""
     acknowledged: asyncio.Future[None] | None
+    accepted_at: float
+    """``time.monotonic()`` when it was accepted."""
 
 
 @dataclass
@@ -155,6 +159,17 @@ class Publisher:
     def buffered(self) -> int:
         """Messages accepted and not yet acknowledged by nsqd."""
         return self._buffered
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection to an nsqd is up (publishing can proceed)."""
+        writer = self._writer
+        return writer is not None and any(conn.connected() for conn in writer.conns.values())
+
+    @property
+    def in_flight(self) -> int:
+        """Messages in a PUB or MPUB out to nsqd."""
+        return sum(len(batch) for batch in self._sending.values())
 
     @property
     def saturated(self) -> bool:
@@ -270,7 +285,7 @@ class Publisher:
         queue = self._queues.get(topic)
         if queue is None:
             queue = self._queues[topic] = deque()
-        queue.append(_Queued(body, self._last_accepted, acknowledged))
+        queue.append(_Queued(body, self._last_accepted, acknowledged, time.monotonic()))
         if not self._paused and self._buffered >= self._high_water:
             self._set_pressure(True)
         self._send_next(topic)
@@ -360,6 +375,7 @@ class Publisher:
             return
         else:
             self.stats.published += len(batch)
+            PUBLISH_LATENCY.observe(time.monotonic() - batch[0].accepted_at)
             for queued in batch:
                 if queued.acknowledged is not None and not queued.acknowledged.done():
                     queued.acknowledged.set_result(None)

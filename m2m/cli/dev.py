@@ -7,12 +7,12 @@ import click
 from m2m.cassandra import Database, run_with_database
 from m2m.cli.app import App, pass_app
 from m2m.cli.serve import serve_services
+from m2m.http_server import url_of
 from m2m.registry.domain import DEFAULT_DOMAIN, Domains
 from m2m.registry.user import Users
 from m2m.schema import apply_schema
 from m2m.services import SERVICE_NAMES
 from m2m.stack.stack import LocalStack
-from m2m.web.server import url_of
 
 FIRST_ADMIN = "admin"
 

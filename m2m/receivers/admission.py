@@ -53,5 +53,6 @@ class Admission:
         self.refused += 1
         if self.refused == 1 or self.refused % LOG_EVERY == 0:
             log.warning(
-                "connection from %s refused: %s (%d refused so far)", host, why, self.refused
-            )
+                "connection from %s refused: %s (%d refused so far)", host, why, self.refused,
+                extra={"peer": host},
+            )  # fmt: skip

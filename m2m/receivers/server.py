@@ -31,6 +31,8 @@ from twisted.internet.interfaces import (
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
+from m2m.logs import ConnectionLog
+from m2m.metrics import ReceiverMetrics
 from m2m.receivers.ordering import InOrder
 from m2m.receivers.session import DeviceSession, ReceiverContext
 
@@ -74,6 +76,10 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
 
     factory: DeviceServerFactory
     session: DeviceSession
+    log: ConnectionLog
+    """The connection's, under its protocol's module (``m2m.receivers.m2mp.protocol``…)."""
+    metrics: ReceiverMetrics
+    """The protocol's own (each subclass sets it)."""
     steps: InOrder
     admitted_from = ""
     """The peer's IP address, as admission counted it."""
@@ -91,6 +97,9 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
         self._output_drained.set()
         self.steps = InOrder(self._step_failed, self.on_backlog, context.limits.buffered_bytes)
         self.session = DeviceSession(context, self, peer_address(self.transport))
+        self.log = ConnectionLog(logging.getLogger(type(self).__module__), self.session)
+        self.metrics.accepted.inc()
+        self.metrics.open.inc()
         self.session.opened()
         self.factory.joined(self)
         transport = self.transport
@@ -105,13 +114,16 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
         self.gone = True
         if self._abort is not None:
             self._abort.cancel()
+        self.metrics.open.dec()
+        if self.session.device is not None:
+            self.metrics.identified.dec()
         self.factory.left(self)
         self._output_drained.set()
         self.steps.submit(self.session.closed)  # after what the device sent before leaving
 
     def _step_failed(self, exc: BaseException) -> None:
         """A step of the connection raised ``exc``: logged (ALIP answers ``ERR`` too)."""
-        log.error("connection %d: %r", self.session.connection_id, exc, exc_info=exc)
+        self.log.error("%r", exc, exc_info=exc)
 
     @abstractmethod
     def tick(self, now: float) -> None:
@@ -142,18 +154,19 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
         """Wait until the device read what it was sent (the buffer to it is below bound)."""
         await self._output_drained.wait()
 
-    def close(self) -> None:
+    def close(self, cause: str) -> None:
         """Close once what was written is sent, or after ``CLOSE_GRACE`` s if the device
-        does not read it: a device must not hold its connection by not reading."""
+        does not read it: a device must not hold its connection by not reading. ``cause``
+        (a word, ``identification_timeout``) is counted in the metrics."""
         if self.transport is not None and not self.closing:
             self.closing = True
+            self.metrics.closed(cause)
             self.transport.loseConnection()
             self._abort = asyncio.get_running_loop().call_later(CLOSE_GRACE, self._cut)
 
     def _cut(self) -> None:
         if not self.gone and self.transport is not None:
-            log.info("connection %d: cut, its device did not read what it was sent",
-                     self.session.connection_id)  # fmt: skip
+            self.log.info("cut, its device did not read what it was sent")
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     # -- when to read from the device --------------------------------------------------
@@ -198,6 +211,7 @@ class DeviceServerFactory(protocol.ServerFactory[DeviceProtocol]):
     def __init__(self, context: ReceiverContext, protocol_class: type[DeviceProtocol]) -> None:
         self.context = context
         self.protocol = protocol_class
+        self._metrics = protocol_class.metrics
         self.live: set[DeviceProtocol] = set()
         self.paused = False
         self._sweeper = LoopingCall(self._sweep)
@@ -206,6 +220,7 @@ class DeviceServerFactory(protocol.ServerFactory[DeviceProtocol]):
         """A connection, if admission lets it in; None closes it at once."""
         host = _host_of(addr)
         if not self.context.admission.admit(host):
+            self._metrics.refused.inc()
             return None
         connection = super().buildProtocol(addr)
         assert connection is not None
@@ -245,11 +260,11 @@ class DeviceServerFactory(protocol.ServerFactory[DeviceProtocol]):
             try:
                 connection.tick(now)
             except Exception:
-                log.exception("sweep of a connection failed")
+                connection.log.exception("its sweep failed")
 
     def close_all(self) -> None:
         for connection in list(self.live):
-            connection.close()
+            connection.close("shutdown")
 
 
 class ReceiverService:
@@ -271,6 +286,10 @@ class ReceiverService:
         port = _port_of(listening.getHost())
         log.info("%s receiver listening on %s (port %d)", self.name, self.listen, port)
         return port
+
+    @property
+    def listening(self) -> bool:
+        return self._port is not None
 
     async def stop(self) -> None:
         """Stop accepting, then close the devices' connections (their sessions end cleanly)."""

@@ -27,6 +27,8 @@ from m2m.bus import topics
 from m2m.bus.envelope import Envelope
 from m2m.bus.publisher import Publisher
 from m2m.config import LimitsConfig, TimingConfig
+from m2m.logs import ConnectionLog
+from m2m.metrics import ReceiverMetrics
 from m2m.receivers.admission import Admission
 from m2m.receivers.connections import Connections
 from m2m.registry.device import Device, Devices
@@ -54,7 +56,10 @@ class DeviceLink(Protocol):
 
     def request_capabilities(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, cause: str) -> None: ...
+
+    @property
+    def metrics(self) -> ReceiverMetrics: ...
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class DeviceSession:
         self.source = source
         """The peer's address, ``ip:port``, as events and records name it."""
         self.connection_id = context.connections.next_id()
+        self.log = ConnectionLog(log, self)
         self.connected_at = datetime.now(UTC)
         self.device: Device | None = None
         self.router: ChannelRouter | None = None
@@ -127,14 +133,15 @@ class DeviceSession:
             if device is None and self.context.enrollment == "open":
                 device = await devices.get_or_create(ident)
         except InvalidPathError:
-            log.info("connection %d: refused unusable ident %r", self.connection_id, ident)
+            self.log.info("refused unusable ident %r", ident)
             return False
         if device is None:
-            log.info("connection %d: unknown device %r refused", self.connection_id, ident)
+            self.log.info("unknown device %r refused", ident)
             return False
         self.device = device
         self.router = await device.router(cache_size=self.context.limits.routes_cached)
         self.context.connections.identified(self)
+        self.link.metrics.identified.inc()
         self._event(topics.DEVICE_IDENTIFIED)
         self._server_record("device_identified")
         self._server_record("device_connected", at=self.connected_at)
@@ -165,11 +172,15 @@ class DeviceSession:
         for setting in due:
             self._settings_sent[setting] = now
         if due:
-            self.link.send_settings(due)
+            self._push_settings(due)
 
     async def send_all_settings(self) -> None:
         settings = await self._identified().settings()
-        self.link.send_settings(sorted(settings.items()))
+        self._push_settings(sorted(settings.items()))
+
+    def _push_settings(self, settings: Sequence[tuple[str, str]]) -> None:
+        self.link.send_settings(settings)
+        self.link.metrics.settings_pushed.inc(len(settings))
 
     async def send_commands(self) -> None:
         """Push the pending commands this connection has not been sent yet."""
@@ -180,11 +191,14 @@ class DeviceSession:
         self._commands_sent.update(cid for cid, _ in new)
         if new:
             self.link.send_commands(new)
+            self.link.metrics.commands_pushed.inc(len(new))
 
     async def ack_settings(self, settings: Sequence[tuple[str, str]]) -> None:
         device = self._identified()
         for name, value in settings:
             acknowledged = await device.ack_setting(name, value)
+            if acknowledged:
+                self.link.metrics.settings_acknowledged.inc()
             self._event(topics.SETTING_ACKED, name=name, value=value, acknowledged=acknowledged)
 
     async def forget_settings(self, names: Sequence[str]) -> None:
@@ -194,6 +208,7 @@ class DeviceSession:
 
     async def ack_command(self, command_id: str, response: str | None) -> None:
         await self._identified().ack_command(command_id, response)
+        self.link.metrics.commands_acknowledged.inc()
         self._event(topics.COMMAND_ANSWERED, command_id=command_id, response=response)
 
     async def set_status(self, values: dict[str, str]) -> None:
@@ -255,8 +270,8 @@ class DeviceSession:
             answer()
             return None
         if self._dropped:
-            log.warning("connection %d: closed, a message of it was dropped", self.connection_id)
-            self.link.close()
+            self.log.warning("closed, a message of it was dropped")
+            self.link.close("publish_dropped")
             return None
         pending = self.context.publisher.acknowledged(self._published)
         if pending is None:
@@ -267,7 +282,7 @@ class DeviceSession:
     # -- control from the bus ----------------------------------------------------------
 
     def disconnect(self) -> None:
-        self.link.close()
+        self.link.close("disconnect_requested")
 
     # -- timing ------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from enum import IntEnum
 
 from m2m.cassandra import Database
 from m2m.errors import InvalidInput, M2MError
+from m2m.metrics import BLOB_BYTES_STORED
 from m2m.registry.paths import (
     InvalidPathError,
     child_path,
@@ -416,6 +417,7 @@ class RegistryNode:
 
     async def write_block(self, index: int, data: bytes) -> None:
         await self.database.execute(_WRITE_BLOCK, (self.path, index, data))
+        BLOB_BYTES_STORED.inc(len(data))
 
     async def delete_blocks(self, first: int = 0) -> None:
         """Remove the data blocks numbered ``first`` and above (all of them by default)."""

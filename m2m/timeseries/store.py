@@ -29,6 +29,7 @@ from uuid import UUID
 from cassandra.query import UNSET_VALUE
 
 from m2m.cassandra import Database, Row
+from m2m.metrics import RECORDS_STORED
 from m2m.timeseries.buckets import month_bucket
 from m2m.timeseries.errors import TimeSeriesError
 from m2m.timeseries.index_rows import MAX_TTL, IndexRowsWritten, index_ttl
@@ -130,6 +131,7 @@ class TimeSeries:
         row_ttl = index_ttl(ttl_seconds)
         requests += [(_INSERT_INDEX_ROW, (*row, row_ttl)) for row in index_rows]
         await self._database.write_rows(requests)
+        RECORDS_STORED.inc()
         for row in index_rows:
             self._index_rows.written(row, row_ttl)
         return record

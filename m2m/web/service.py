@@ -3,7 +3,10 @@
 It reads ``events``, ``storage`` and ``receivers`` on channels of its own, named by host
 and port (``web-<host>-<port>``): durable like the receivers' (an ephemeral channel drops
 messages with nsqd's memory queue off), and taken up again by the same service when it
-restarts, which skips what went stale meanwhile (:mod:`m2m.web.live`).
+restarts, which skips what went stale meanwhile (:mod:`m2m.web.live`). It deletes them
+when it stops; those of a web service that crashed and never came back on its port are
+deleted by the next web service to start: a ``web-`` channel no consumer reads would
+otherwise keep every record of the platform.
 """
 
 from __future__ import annotations
@@ -17,19 +20,22 @@ import socket
 from m2m.bus import topics
 from m2m.bus.channels import delete_channel
 from m2m.bus.consumer import Handler
+from m2m.bus.nsqd_stats import read_stats
 from m2m.bus.publisher import Publisher
 from m2m.cassandra import Database
 from m2m.config import Config
+from m2m.http_server import HTTPServer
+from m2m.metrics import LIVE_STREAMS
 from m2m.timeseries import TimeSeries
 from m2m.web.app import create_app
 from m2m.web.auth import Authenticator, session_key
 from m2m.web.context import WebContext
 from m2m.web.live import LiveHub
 from m2m.web.liveness import ReceiverLiveness
-from m2m.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
+CHANNEL_PREFIX = "web-"
 SWEEP_INTERVAL = 5.0
 """Seconds between looks for receivers that stopped beating."""
 
@@ -41,7 +47,8 @@ class WebService:
         self._publisher = publisher
         liveness = ReceiverLiveness(config.receivers.timing.heartbeat_interval)
         self.live = LiveHub(database, liveness, config.web.live_lag_limit)
-        self._server: WebServer | None = None
+        LIVE_STREAMS.set_function(lambda: self.live.streams)
+        self._server: HTTPServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.port = 0
 
@@ -60,15 +67,19 @@ class WebService:
             live=self.live,
             timeseries=TimeSeries(self._database),
         )
-        self._server = WebServer(create_app(context), self._config.web.listen)
+        self._server = HTTPServer(create_app(context), self._config.web.listen, "web.listen")
         self.port = await self._server.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return self.port
 
+    @property
+    def channel(self) -> str:
+        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
+        return f"{CHANNEL_PREFIX}{host}-{self.port}"
+
     def subscriptions(self) -> list[tuple[str, str, Handler]]:
         """(topic, channel, handler) for each topic the live events come from."""
-        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
-        channel = f"web-{host}-{self.port}"
+        channel = self.channel
         return [
             (topics.EVENTS, channel, self.live.on_event),
             (topics.STORAGE, channel, self.live.on_record),
@@ -83,10 +94,34 @@ class WebService:
         for topic, channel, _ in self.subscriptions():
             await delete_channel(self._config.nsq, prefix + topic, channel)
 
+    async def forget_abandoned_channels(self) -> list[str]:
+        """Delete the live-feed channels (``web-…``) other than ours that no consumer
+        reads; ``topic/channel`` of each deleted (only from the nsqd that answered)."""
+        stats = await read_stats(self._config.nsq)
+        ours = {topic for topic, _, _ in self.subscriptions()}
+        abandoned = [
+            (topic.name, channel.name)
+            for topic in stats.topics
+            if topic.name in ours
+            for channel in topic.channels
+            if channel.name.startswith(CHANNEL_PREFIX)
+            and channel.name != self.channel
+            and channel.clients == 0
+        ]
+        prefix = self._config.nsq.topic_prefix
+        for topic, channel in abandoned:
+            await delete_channel(self._config.nsq, prefix + topic, channel)
+            log.info("web: deleted %s/%s: nobody reads it (a web service gone)", topic, channel)
+        return [f"{topic}/{channel}" for topic, channel in abandoned]
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             self.live.sweep()
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None and self._server.serving
 
     async def stop(self) -> None:
         """Close the live streams (or the server would wait for them), then the server."""

@@ -11,7 +11,6 @@ runner; the connection stays.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Awaitable, Sequence
 from contextlib import aclosing
@@ -23,6 +22,7 @@ from m2m.blobstore import BlobError, BlobFile
 from m2m.bus import topics
 from m2m.bus.envelope import Envelope
 from m2m.errors import InvalidInput, Unavailable
+from m2m.metrics import ReceiverMetrics
 from m2m.receivers.alip import lines
 from m2m.receivers.alip.command_numbers import CommandNumbers
 from m2m.receivers.alip.commands import (
@@ -65,8 +65,6 @@ from m2m.receivers.alip.processors import Echo, process_data
 from m2m.receivers.server import DeviceProtocol
 from m2m.timeseries import TimeSeriesError
 
-log = logging.getLogger(__name__)
-
 MAX_FIRMWARE_CHUNK = 32 * 1024
 """Bytes one ``F G`` answers at most: its line carries them in hex."""
 LAST_PAGE_SIZE = 10
@@ -79,6 +77,8 @@ def _refuse_overlong_line() -> None:
 
 
 class ALIPProtocol(DeviceProtocol):
+    metrics = ReceiverMetrics("alip")
+
     def connectionMade(self) -> None:
         self._lines = LineSplitter()
         self._ping_counter = 0
@@ -89,6 +89,7 @@ class ALIPProtocol(DeviceProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.session.received()
+        self.metrics.received_bytes.inc(len(data))
         for line in self._lines.feed(data):
             if line is OVERLONG:
                 # A step too, so its ERR comes after the answers to the lines before it,
@@ -99,6 +100,7 @@ class ALIPProtocol(DeviceProtocol):
 
     def _line(self, line: bytes) -> Awaitable[None] | None:
         command = parse_command(line)
+        self.metrics.received(command)
         if self.gone and only_answered(command):
             return None  # the device left: nobody to answer
         if self.session.device is None and not allowed_before_identification(command):
@@ -163,7 +165,7 @@ class ALIPProtocol(DeviceProtocol):
                 self.write(lines.debug_log_level(self._log_level))
             case Quit():
                 self.write(lines.QUIT_BYE)
-                self.close()
+                self.close("quit")
         return None
 
     # -- identification ----------------------------------------------------------------
@@ -264,7 +266,7 @@ class ALIPProtocol(DeviceProtocol):
         try:
             self._firmware = await self.factory.context.firmwares.open(name)
         except BlobError as exc:
-            log.warning("connection %d: firmware %r: %s", self.session.connection_id, name, exc)
+            self.log.warning("firmware %r: %s", name, exc)
             self._firmware = None
         self.write(lines.FIRMWARE_FOUND if self._firmware else lines.FIRMWARE_NOT_FOUND)
 
@@ -280,7 +282,7 @@ class ALIPProtocol(DeviceProtocol):
         except BlobError as exc:
             # Replaced or removed since it was selected: its blocks are gone for good, so
             # "try again later" would never work; selecting it again does.
-            log.warning("connection %d: firmware %s: %s", self.session.connection_id, firmware, exc)
+            self.log.warning("firmware %r: %s", firmware, exc)
             self._firmware = None
             raise AlipError(
                 f'Firmware "{firmware.name}" changed since it was selected: select it again'
@@ -304,11 +306,7 @@ class ALIPProtocol(DeviceProtocol):
         try:
             return lines.setting(name, value)
         except ValueError:
-            log.warning(
-                "connection %d: setting %r not sent: its value has a newline",
-                self.session.connection_id,
-                name,
-            )
+            self.log.warning("setting %r not sent: its value has a newline", name)
             return None
 
     def send_commands(self, commands: Sequence[tuple[str, str]]) -> None:
@@ -325,9 +323,10 @@ class ALIPProtocol(DeviceProtocol):
     def _step_failed(self, exc: BaseException) -> None:
         """A command refused (its ``ERR`` answer), or failed on our side (logged)."""
         if isinstance(exc, InvalidInput):
+            self.metrics.decode_errors.inc()
             self.write(lines.error(str(exc)))
         elif isinstance(exc, Unavailable):
-            log.warning("connection %d: %s", self.session.connection_id, exc)
+            self.log.warning("%s", exc)
             self.write(lines.error("Service unavailable, try again later"))
         else:
             super()._step_failed(exc)
@@ -339,10 +338,10 @@ class ALIPProtocol(DeviceProtocol):
         timing = self.factory.context.timing
         if self.session.device is None and now - self.connected_at >= timing.identification_timeout:
             self.write(lines.QUIT_IDENTIFICATION_TIMEOUT)
-            self.close()
+            self.close("identification_timeout")
         elif now - self.session.last_received >= timing.disconnect_after_silence:
             self.write(lines.QUIT_NO_DATA)
-            self.close()
+            self.close("silent")
         elif self.session.ping_due(now):
             self.write(lines.ack_request(self._ping_counter))
             self._ping_counter += 1

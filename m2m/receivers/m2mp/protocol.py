@@ -11,12 +11,12 @@ record can be stored under (``lsen:..``) is dropped, counted and logged.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Sequence
 from functools import partial
 
 from m2m.bus import topics
 from m2m.errors import InvalidInput, Unavailable
+from m2m.metrics import ReceiverMetrics
 from m2m.receivers.m2mp.channels import IncomingChannels, OutgoingChannels
 from m2m.receivers.m2mp.codec import (
     ChannelDefinition,
@@ -35,8 +35,6 @@ from m2m.receivers.m2mp.codec import (
     encode,
 )
 from m2m.receivers.server import DeviceProtocol
-
-log = logging.getLogger(__name__)
 
 SETTINGS_CHANNEL = "_set"
 STATUS_CHANNEL = "_sta"
@@ -69,6 +67,8 @@ def _pairs(items: Sequence[bytes]) -> list[tuple[str, str]]:
 
 
 class M2MPProtocol(DeviceProtocol):
+    metrics = ReceiverMetrics("m2mp")
+
     def connectionMade(self) -> None:
         self._decoder = Decoder(Direction.DEVICE_TO_SERVER)
         self._incoming = IncomingChannels()
@@ -80,17 +80,20 @@ class M2MPProtocol(DeviceProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.session.received()
+        self.metrics.received_bytes.inc(len(data))
         try:
             frames = self._decoder.feed(data)
         except ProtocolError as exc:
             self._submit(exc.frames_before_error)
-            log.warning("connection %d: %s; closing it", self.session.connection_id, exc)
-            self.close()
+            self.metrics.decode_errors.inc()
+            self.log.warning("%s; closing it", exc)
+            self.close("decode_error")
             return
         self._submit(frames)
 
     def _submit(self, frames: Sequence[Frame]) -> None:
         for frame in frames:
+            self.metrics.received(frame)
             self.steps.submit(partial(self._handle, frame), _payload_size(frame))
 
     # -- frames from the device --------------------------------------------------------
@@ -107,7 +110,7 @@ class M2MPProtocol(DeviceProtocol):
         elif isinstance(frame, IdentificationRequest):
             return self._identify(frame.ident)
         elif not isinstance(frame, ServerPingAnswer):  # the answer itself is all we wanted
-            log.warning("connection %d: unexpected %r", self.session.connection_id, frame)
+            self.log.warning("unexpected %r", frame)
         return None
 
     async def _identify(self, ident: str) -> None:
@@ -169,26 +172,23 @@ class M2MPProtocol(DeviceProtocol):
             return True
         self._ignored_frames += 1
         allowed = self.factory.context.timing.unidentified_frames_allowed
-        log.warning(
-            "connection %d: data on %r before identification ignored (%d so far)",
-            self.session.connection_id,
-            channel,
-            self._ignored_frames,
+        self.log.warning(
+            "data on %r before identification ignored (%d so far)", channel, self._ignored_frames
         )
         if self._ignored_frames > allowed:
-            self.close()
+            self.close("unidentified_data")
         return False
 
     def _step_failed(self, exc: BaseException) -> None:
         if isinstance(exc, InvalidInput):
+            self.metrics.decode_errors.inc()
             self._dropped_frames += 1
             if self._dropped_frames == 1 or self._dropped_frames % LOG_DROPPED_EVERY == 0:
-                log.warning("connection %d: frame dropped (%d so far): %s",
-                            self.session.connection_id, self._dropped_frames, exc)  # fmt: skip
+                self.log.warning("frame dropped (%d so far): %s", self._dropped_frames, exc)
         elif isinstance(exc, Unavailable) and self.session.device is None:
             # M2MP cannot say "try again later": a closed connection makes the device do so.
-            log.warning("connection %d: %s; closing it", self.session.connection_id, exc)
-            self.close()
+            self.log.warning("%s; closing it", exc)
+            self.close("unavailable")
         else:
             super()._step_failed(exc)
 
@@ -228,10 +228,8 @@ class M2MPProtocol(DeviceProtocol):
     def tick(self, now: float) -> None:
         timing = self.factory.context.timing
         if self.session.device is None and now - self.connected_at >= timing.identification_timeout:
-            log.info(
-                "connection %d: not identified in time; closing it", self.session.connection_id
-            )
-            self.close()
+            self.log.info("not identified in time; closing it")
+            self.close("identification_timeout")
         elif self.session.ping_due(now):
             self._send(ServerPing(self._ping_counter))
             self._ping_counter = (self._ping_counter + 1) % 256

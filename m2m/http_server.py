@@ -1,7 +1,9 @@
-"""The HTTP server of the ``web`` service: uvicorn, on the process's one event loop.
+"""An HTTP server inside ``m2m serve``: uvicorn, on the process's one event loop.
 
-uvicorn's own signal handling is left out: the process's (Twisted's) handles SIGINT and
-SIGTERM and stops this server in its turn, like every other service.
+The ``web`` service's API and console and every process's operations port (metrics and
+health) are ASGI apps served this way. uvicorn's own signal handling is left out: the
+process's (Twisted's) handles SIGINT and SIGTERM and stops the server in its turn, like
+every other service.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from m2m.errors import M2MError
 
@@ -26,14 +28,15 @@ _TCP_ENDPOINT = re.compile(r"^tcp:(?:port=)?(?P<port>\d+)(?::interface=(?P<inter
 
 
 class ListenError(M2MError):
-    """``web.listen`` names an address the web service cannot listen on."""
+    """A ``listen`` setting names an address the server cannot listen on."""
 
 
-def bind(listen: str) -> socket.socket:
-    """A listening socket for ``tcp:PORT[:interface=ADDRESS]`` (port 0: any free port)."""
+def bind(listen: str, setting: str) -> socket.socket:
+    """A listening socket for ``tcp:PORT[:interface=ADDRESS]`` (port 0: any free port);
+    ``setting`` names the configuration key in errors."""
     found = _TCP_ENDPOINT.match(listen)
     if found is None:
-        raise ListenError(f"web.listen {listen!r}: expected tcp:PORT[:interface=ADDRESS]")
+        raise ListenError(f"{setting} {listen!r}: expected tcp:PORT[:interface=ADDRESS]")
     interface = found.group("interface") or "0.0.0.0"
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -42,14 +45,14 @@ def bind(listen: str) -> socket.socket:
         sock.bind((interface, int(found.group("port"))))
     except OSError as exc:
         sock.close()
-        raise ListenError(f"web.listen {listen!r}: {exc.strerror}") from exc
+        raise ListenError(f"{setting} {listen!r}: {exc.strerror}") from exc
     sock.listen(1024)
     sock.setblocking(False)
     return sock
 
 
 def url_of(listen: str) -> str:
-    """Where a person on this machine opens the console served on ``listen``."""
+    """Where a person (or a probe) on this machine reaches a server listening on ``listen``."""
     found = _TCP_ENDPOINT.match(listen)
     if found is None:
         return listen
@@ -64,17 +67,18 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-class WebServer:
-    def __init__(self, app: FastAPI, listen: str) -> None:
+class HTTPServer:
+    def __init__(self, app: ASGIApp, listen: str, setting: str) -> None:
         self._app = app
         self._listen = listen
+        self._setting = setting
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = 0
 
     async def start(self) -> int:
         """Listen and serve; the port served on."""
-        sock = bind(self._listen)
+        sock = bind(self._listen, self._setting)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._app,
@@ -83,16 +87,21 @@ class WebServer:
             lifespan="off",
             timeout_graceful_shutdown=int(SHUTDOWN_GRACE),
             server_header=False,
+            log_config=None,  # its loggers go through the process's handler (m2m.logs)
         )
         self._server = _EmbeddedServer(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve([sock]))
         while not self._server.started:
             if self._task.done():
                 self._task.result()
-                raise ListenError(f"web.listen {self._listen!r}: the server did not start")
+                raise ListenError(f"{self._setting} {self._listen!r}: the server did not start")
             await asyncio.sleep(0.01)
-        log.info("web: console and API on port %d", self.port)
+        log.info("%s: serving HTTP on port %d", self._setting, self.port)
         return self.port
+
+    @property
+    def serving(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:
