@@ -446,3 +446,88 @@ def test_tuning_cql_changes_only_options_of_existing_tables() -> None:
         match = re.match(r"ALTER TABLE (\w+) WITH ", statement)
         assert match, f"not an options-only change: {statement}"
         assert match.group(1) in created, statement
+
+
+# --- metrics, health and dashboards -------------------------------------------------------
+
+
+def metrics_port(args: list[str]) -> int:
+    listen = flag(args, "metrics-listen")
+    assert listen, f"{args}: no --metrics-listen"
+    return endpoint_port(listen)
+
+
+def test_each_unit_serves_metrics_on_its_own_port_and_waits_until_ready() -> None:
+    ports = {}
+    for role in M2M_ROLES:
+        path = DEPLOY / "systemd" / f"m2m-{role}.service"
+        port = metrics_port(exec_start(path)[1:])
+        probe = shlex.split(unit(path)["Service"]["ExecStartPost"])
+        assert probe[-1] == f"http://127.0.0.1:{port}/readyz", role
+        assert "--fail" in probe and "--retry" in probe, role
+        ports[role] = port
+    assert len(set(ports.values())) == len(ports), ports
+    production = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.production.yml").read_text())
+    scraped = {
+        job["job_name"]: {int(t.rsplit(":", 1)[1]) for c in job["static_configs"]
+                          for t in c["targets"]}
+        for job in production["scrape_configs"]
+    }  # fmt: skip
+    assert scraped == {f"m2m-{role}": {port} for role, port in ports.items()}
+
+
+def test_compose_health_and_scrapes_use_the_configured_metrics_port() -> None:
+    listen = compose_config().metrics.listen
+    assert listen is not None
+    port = endpoint_port(listen)
+    for name in M2M_ROLES:
+        check = " ".join(services()[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/readyz" in check, name
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    scraped = {
+        job["job_name"]: [(c["names"], c["port"]) for c in job["dns_sd_configs"]]
+        for job in prometheus["scrape_configs"]
+    }
+    assert scraped == {f"m2m-{name}": [([name], port)] for name in M2M_ROLES}
+    mounted = services()["prometheus"]["volumes"][0].split(":")[0]
+    assert (DEPLOY / mounted).resolve() == DEPLOY / "prometheus" / "prometheus.yml"
+
+
+def exposed_metric_names() -> set[str]:
+    """Every series name an ``m2m serve`` process can expose, as Prometheus stores it."""
+    from prometheus_client import REGISTRY
+
+    from m2m.bus.publisher import Publisher
+    from m2m.config import NsqConfig
+    from m2m.metrics import BusCollector
+
+    families = [*REGISTRY.collect(), *BusCollector(Publisher(NsqConfig()), []).collect()]
+    names = set()
+    for family in families:
+        suffixes = {
+            "counter": ["_total"],
+            "histogram": ["_bucket", "_count", "_sum"],
+        }.get(family.type, [""])
+        names |= {family.name + suffix for suffix in suffixes}
+    return names
+
+
+def test_the_dashboard_shows_only_metrics_the_platform_exposes() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "m2m.json").read_text())
+    expressions = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    used = {name for expr in expressions for name in re.findall(r"\bm2m_\w+", expr)}
+    assert used, "no m2m metric on the dashboard"
+    assert used <= exposed_metric_names(), used - exposed_metric_names()
+    for figure in ("connections_identified", "records_stored", "message_age", "bus_depth",
+                   "cassandra_request_seconds", "errors"):  # fmt: skip
+        assert any(figure in name for name in used), figure
+    sources = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text()
+    )
+    uids = {source["uid"] for source in sources["datasources"]}
+    assert {panel["datasource"]["uid"] for panel in dashboard["panels"]
+            if "datasource" in panel} <= uids  # fmt: skip
+    grafana = services()["grafana"]["volumes"]
+    assert any(v.startswith("./grafana/dashboards:") for v in grafana)
