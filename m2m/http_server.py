@@ -11,20 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import socket
 from collections.abc import Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from m2m.endpoints import parse_endpoint
 from m2m.errors import M2MError
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0
 """Seconds open requests get to finish when the service stops."""
-_TCP_ENDPOINT = re.compile(r"^tcp:(?:port=)?(?P<port>\d+)(?::interface=(?P<interface>[^:]+))?$")
 
 
 class ListenError(M2MError):
@@ -34,15 +33,15 @@ class ListenError(M2MError):
 def bind(listen: str, setting: str) -> socket.socket:
     """A listening socket for ``tcp:PORT[:interface=ADDRESS]`` (port 0: any free port);
     ``setting`` names the configuration key in errors."""
-    found = _TCP_ENDPOINT.match(listen)
-    if found is None:
+    endpoint = parse_endpoint(listen)
+    if endpoint.kind != "tcp" or endpoint.port is None:
         raise ListenError(f"{setting} {listen!r}: expected tcp:PORT[:interface=ADDRESS]")
-    interface = found.group("interface") or "0.0.0.0"
+    interface = endpoint.interface or "0.0.0.0"
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((interface, int(found.group("port"))))
+        sock.bind((interface, endpoint.port))
     except OSError as exc:
         sock.close()
         raise ListenError(f"{setting} {listen!r}: {exc.strerror}") from exc
@@ -53,12 +52,12 @@ def bind(listen: str, setting: str) -> socket.socket:
 
 def url_of(listen: str) -> str:
     """Where a person (or a probe) on this machine reaches a server listening on ``listen``."""
-    found = _TCP_ENDPOINT.match(listen)
-    if found is None:
+    endpoint = parse_endpoint(listen)
+    if endpoint.port is None:
         return listen
-    interface = found.group("interface") or "127.0.0.1"
+    interface = endpoint.interface or "127.0.0.1"
     host = f"[{interface}]" if ":" in interface else interface
-    return f"http://{host}:{found.group('port')}/"
+    return f"http://{host}:{endpoint.port}/"
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -27,6 +27,7 @@ from m2m.bus.envelope import Envelope
 from m2m.bus.publisher import Publisher
 from m2m.cassandra import Database
 from m2m.config import Config
+from m2m.endpoints import parse_endpoint
 from m2m.errors import M2MError
 from m2m.metrics import BusCollector, follow_bus_depths, unwatch, watch_bus
 from m2m.operations import Check, Operations
@@ -61,14 +62,12 @@ first one to come), so the receivers, who publish ``events``, read it on this ch
 let go of everything: the topic never holds what nobody asked for. Whoever wants every
 event (an audit, an integration) reads on a channel of its own, which nsqd then keeps
 for it; ``m2m bus stats`` flags any that nobody reads."""
-_ENDPOINT_PORT = re.compile(r"[a-z0-9]+:(?:port=)?(\d+)(?::|$)")
-"""The port of a Twisted server endpoint string: ``tcp:3010:…``, ``ssl:port=3011:…``."""
 
 
 def _listen_port(listen: str) -> str:
     """The port ``listen`` names, or (a unix socket, …) a short hash of the whole string."""
-    found = _ENDPOINT_PORT.match(listen)
-    return found.group(1) if found else hashlib.sha1(listen.encode()).hexdigest()[:8]
+    port = parse_endpoint(listen).port
+    return str(port) if port is not None else hashlib.sha1(listen.encode()).hexdigest()[:8]
 
 
 PROTOCOLS: dict[str, type[DeviceProtocol]] = {"m2mp": M2MPProtocol, "alip": ALIPProtocol}

@@ -22,13 +22,14 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from m2m.config import NsqConfig
 
 HTTP_TIMEOUT = 5.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class BusStats:
     lookupd: Mapping[str, int]
     """Each lookup daemon that answered → how many nsqd it knows."""
     lookupd_failures: Mapping[str, str]
-    """Each lookup daemon that did not answer → why."""
+    """Each lookup daemon that could not be read → why."""
 
     @property
     def failures(self) -> list[str]:
@@ -107,24 +108,29 @@ def read_stats_now(config: NsqConfig) -> BusStats:
     nsqds: set[str] = set()
     for address in config.lookupd_http_addresses:
         try:
-            found = nsqd_addresses(_get_json(f"http://{address}/nodes"))
-        except (OSError, ValueError) as exc:
-            lookupd_failures[address] = failure_text(exc)
+            found = _read(f"http://{address}/nodes", nsqd_addresses)
+        except _Unreadable as exc:
+            lookupd_failures[address] = str(exc)
             continue
         lookupd[address] = len(found)
         nsqds |= found
     read, per_nsqd, nsqd_failures = [], [], {}
     for address in sorted(nsqds):
+        url = f"http://{address}/stats?format=json&include_clients=false"
         try:
-            stats = _get_json(f"http://{address}/stats?format=json&include_clients=false")
-        except (OSError, ValueError) as exc:
-            nsqd_failures[address] = failure_text(exc)
+            health, topics = _read(url, lambda stats: _health_and_topics(stats, config))
+        except _Unreadable as exc:
+            nsqd_failures[address] = str(exc)
             continue
-        if stats.get("health", "OK") != "OK":  # e.g. it cannot write its disk queue
-            nsqd_failures[address] = f"unwell: {stats['health']}"
+        if health != "OK":  # e.g. it cannot write its disk queue
+            nsqd_failures[address] = f"unwell: {health}"
         read.append(address)
-        per_nsqd.append(platform_topics(stats, config.topic_prefix))
+        per_nsqd.append(topics)
     return BusStats(summed(per_nsqd), tuple(read), nsqd_failures, lookupd, lookupd_failures)
+
+
+def _health_and_topics(stats: Mapping[str, Any], config: NsqConfig) -> tuple[str, list[TopicStats]]:
+    return str(stats.get("health", "OK")), platform_topics(stats, config.topic_prefix)
 
 
 async def read_stats(config: NsqConfig) -> BusStats:
@@ -246,15 +252,27 @@ def _channel_why(channel: ChannelStats) -> str:
     return f"{waiting}: its {channel.clients} consumer(s) do not keep up"
 
 
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
-        return json.load(response)
+class _Unreadable(Exception):
+    """A daemon did not answer, or not as nsqd and nsqlookupd do; the message says which."""
+
+
+def _read(url: str, parse: Callable[[Any], T]) -> T:
+    """``GET url``'s JSON, parsed; :class:`_Unreadable` if either fails."""
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
+            document = json.load(response)
+    except urllib.error.HTTPError as exc:
+        raise _Unreadable(f"answers HTTP {exc.code} to {url}") from exc
+    except (OSError, ValueError) as exc:
+        raise _Unreadable(f"does not answer: {failure_text(exc)}") from exc
+    try:
+        return parse(document)
+    except (LookupError, TypeError, ValueError, AttributeError) as exc:
+        raise _Unreadable(f"does not answer as NSQ does: {exc!r:.100}") from exc
 
 
 def failure_text(exc: Exception) -> str:
-    """One line for a failed HTTP request: the socket's reason, not urllib's wrapping."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"answered HTTP {exc.code}"
+    """One line for a request that failed: the socket's reason, not urllib's wrapping."""
     reason = getattr(exc, "reason", exc)  # a URLError wraps what the socket raised
     if isinstance(reason, OSError) and reason.strerror:
         return str(reason.strerror)

@@ -15,6 +15,7 @@ from m2m.cli.registry import registry
 from m2m.cli.schema import schema
 from m2m.cli.serve import serve
 from m2m.cli.stack import stack
+from m2m.cli.status import status
 from m2m.cli.ts import ts
 from m2m.cli.user import user
 
@@ -34,5 +35,19 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = App(config_path)
 
 
-for command in (dev, serve, stack, schema, ts, registry, blob, device, domain, user, firmware, bus):
+for command in (
+    dev,
+    serve,
+    stack,
+    status,
+    schema,
+    ts,
+    registry,
+    blob,
+    device,
+    domain,
+    user,
+    firmware,
+    bus,
+):
     main.add_command(command)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import Any, Final
 
 import click
 
 from m2m.config import Config, load_config
 from m2m.errors import M2MError
+
+PROBLEMS_FOUND: Final = 3
+"""The exit status of a command whose checks ran and found a problem (1: it could not run)."""
 
 
 class App:

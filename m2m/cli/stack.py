@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from m2m.cli.app import App, pass_app
+from m2m.cli.output import json_option
+from m2m.cli.status import print_checks, report
 from m2m.stack.stack import LocalStack, ServiceStatus
+from m2m.status import Check
 
 
-def _print_table(statuses: list[ServiceStatus]) -> None:
-    for status in statuses:
-        state = "healthy" if status.healthy else ("unhealthy" if status.pid else "stopped")
-        pid = str(status.pid) if status.pid else "-"
-        click.echo(f"{status.name:<11} {state:<9} pid {pid:<8} {status.endpoints}")
-        if not status.healthy:
-            click.echo(f"{'':<11} log: {status.log}")
+def _checks(statuses: list[ServiceStatus]) -> list[Check]:
+    """Each service as ``m2m status`` shows a check."""
+    return [_check(status) for status in statuses]
+
+
+def _check(status: ServiceStatus) -> Check:
+    if status.healthy:
+        detail = f"pid {status.pid} serving {status.endpoints}"
+    elif status.pid:
+        detail = f"pid {status.pid} does not answer on {status.endpoints}; log: {status.log}"
+    else:
+        detail = f"stopped; log: {status.log}"
+    return Check(status.name, status.healthy, detail)
 
 
 @click.group()
@@ -30,7 +37,7 @@ def stack() -> None:
 def up(app: App, nodes: int) -> None:
     """Provision and start the stack; wait until every service answers. Safe to re-run."""
     statuses = LocalStack(app.config.stack).up(nodes)
-    _print_table(statuses)
+    print_checks(_checks(statuses), as_json=False)
     click.echo(f"state: {LocalStack(app.config.stack).state_dir}")
 
 
@@ -43,13 +50,11 @@ def down(app: App) -> None:
 
 
 @stack.command()
+@json_option
 @pass_app
-def status(app: App) -> None:
-    """Show each service; exit 0 only when all of them are healthy."""
-    statuses = LocalStack(app.config.stack).status()
-    _print_table(statuses)
-    if not all(s.healthy for s in statuses):
-        sys.exit(1)
+def status(app: App, as_json: bool) -> None:
+    """Show each service, as m2m status does; exit 3 unless all of them answer."""
+    report(_checks(LocalStack(app.config.stack).status()), as_json)
 
 
 @stack.command()
@@ -57,7 +62,7 @@ def status(app: App) -> None:
 @pass_app
 def start(app: App, name: str) -> None:
     """Start one service (e.g. cassandra2, nsqd) and wait until it answers."""
-    _print_table([LocalStack(app.config.stack).start(name)])
+    print_checks(_checks([LocalStack(app.config.stack).start(name)]), as_json=False)
 
 
 @stack.command()
