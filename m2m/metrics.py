@@ -17,7 +17,12 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from m2m.bus.nsqd_stats import read_stats
@@ -122,12 +127,6 @@ PUBLISH_LATENCY = Histogram(
     "observation per PUB or MPUB: its oldest message).",
     buckets=LATENCY_BUCKETS,
 )
-HANDLER_LATENCY = Histogram(
-    "m2m_consumer_handler_seconds",
-    "Time a consumer's handler took for a message, whatever the outcome.",
-    ["topic", "channel"],
-    buckets=LATENCY_BUCKETS,
-)
 MESSAGE_AGE = Histogram(
     "m2m_consumer_message_age_seconds",
     "Age of a message (since nsqd took it) when its consumer starts handling it: the lag.",
@@ -229,9 +228,16 @@ class BusCollector(Collector):
             )
             for name, text in consumed
         }
+        handler = SummaryMetricFamily(
+            "m2m_consumer_handler_seconds",
+            "Time a consumer's handler took for a message, whatever the outcome (a sum and "
+            "a count: the per-message cost of a histogram is the consumers' hot path).",
+            labels=["topic", "channel"],
+        )
         for consumer in self._consumers:
             labels = [consumer.topic, consumer.channel]
             counts = consumer.stats
+            handler.add_metric(labels, counts.handler_calls, counts.handler_seconds)
             for name, value in (
                 ("handled", counts.handled),
                 ("invalid", counts.invalid),
@@ -242,6 +248,7 @@ class BusCollector(Collector):
             ):
                 families[name].add_metric(labels, value)
         yield from families.values()
+        yield handler
 
 
 async def follow_bus_depths(config: NsqConfig, consumers: Iterable[Consumer]) -> None:

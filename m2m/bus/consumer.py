@@ -53,7 +53,7 @@ from m2m.bus.envelope import Envelope, InvalidMessage
 from m2m.bus.publisher import Publisher
 from m2m.config import NsqConfig
 from m2m.errors import InvalidInput, Unavailable
-from m2m.metrics import HANDLER_LATENCY, MESSAGE_AGE
+from m2m.metrics import MESSAGE_AGE
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,9 @@ class ConsumerStats:
     failures: int = 0
     """Unexpected failures (bugs), each requeued or parked."""
     requeued: int = 0
+    handler_calls: int = 0
+    handler_seconds: float = 0.0
+    """Time the handler took, over its ``handler_calls`` (whatever the outcome)."""
     dead: int = 0
     """Messages parked on the dead-letter topic."""
 
@@ -113,7 +116,6 @@ class Consumer:
         """Its records carry ``topic`` and ``channel``; its messages name them too."""
         self._outage = _Outage(f"{topic}/{channel}", self.log)
         self.stats = ConsumerStats()
-        self._handler_latency = HANDLER_LATENCY.labels(topic, channel)
         self._message_age = MESSAGE_AGE.labels(topic, channel)
 
     def start(self) -> None:
@@ -190,7 +192,8 @@ class Consumer:
             self.stats.handled += 1
             message.finish()
         finally:
-            self._handler_latency.observe(time.time() - started)
+            self.stats.handler_calls += 1
+            self.stats.handler_seconds += time.time() - started
 
     async def _until_available(
         self, envelope: Envelope, message: nsq.Message, failure: Unavailable

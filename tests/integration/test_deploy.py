@@ -507,6 +507,7 @@ def exposed_metric_names() -> set[str]:
         suffixes = {
             "counter": ["_total"],
             "histogram": ["_bucket", "_count", "_sum"],
+            "summary": ["_count", "_sum"],
         }.get(family.type, [""])
         names |= {family.name + suffix for suffix in suffixes}
     return names

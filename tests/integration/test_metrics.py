@@ -123,6 +123,10 @@ async def test_counters_move_by_what_m2mp_devices_send_and_what_is_stored(
         moved("m2m_consumer_message_age_seconds_count", topic="storage", channel="storage")
         == in_cassandra
     )
+    assert (
+        moved("m2m_consumer_handler_seconds_count", topic="storage", channel="storage")
+        == in_cassandra
+    )
     assert moved("m2m_publish_latency_seconds_count") > 0
     assert total(after, "m2m_decode_errors_total") == total(before, "m2m_decode_errors_total")
 
