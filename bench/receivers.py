@@ -64,6 +64,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import yaml
 
 from bench.keyspace import throwaway_keyspace
@@ -312,11 +313,18 @@ def start_serve(
     directory: Path,
     only: str | None,
     profile: Path | None,
+    metrics: bool = False,
+    code: Path | None = None,
 ) -> Serve:
-    """``m2m serve`` against ``nsqd`` and the bench keyspace, ready for devices."""
+    """``m2m serve`` against ``nsqd`` and the bench keyspace, ready for devices; with
+    ``metrics``, serving them on ``ports["metrics"]``; with ``code``, the m2m package of
+    that source tree (another revision: ``settings`` must hold only keys it knows)."""
     settings = copy.deepcopy(settings)
     ports = {"m2mp": free_port(), "alip": free_port(), "web": free_port()}
-    receivers = settings["receivers"]
+    if metrics:
+        ports["metrics"] = free_port()
+        settings["metrics"] = {"listen": f"tcp:{ports['metrics']}:interface={HOST}"}
+    receivers = settings.setdefault("receivers", {})
     for name in RECEIVERS:
         receivers[name] = {"listen": f"tcp:{ports[name]}:interface={HOST}"}
     settings["web"] = {**settings.get("web", {}), "listen": f"tcp:{ports['web']}:interface={HOST}"}
@@ -336,9 +344,10 @@ def start_serve(
             f"sys.argv = ['m2m', *{arguments!r}]; cProfile.run('main()', {str(profile_file)!r})",
         ]  # fmt: skip
     log = directory / f"{name}.log"
+    env = {**os.environ, "PYTHONPATH": str(code)} if code else None
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    names = only.split(",") if only else list(ports)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    names = [*(only.split(",") if only else ports), "metrics"]
     listening = [port for name, port in ports.items() if name in names]
     deadline = time.monotonic() + 60
     while not all(accepts(port) for port in listening):
@@ -388,6 +397,20 @@ DEPLOYED: tuple[str | None, ...] = ("storage", "converter", "m2mp,alip")
 """The processes of deploy/ (its systemd units): the workers, then the receivers."""
 
 
+SCRAPE_INTERVAL = 1.0
+"""Seconds between two scrapes of a serve's metrics in the metrics-cost runs: 15 times as
+often as deploy/'s Prometheus, so the figure is an upper bound."""
+
+
+async def scrape_forever(serves: Sequence[Serve]) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        while True:
+            for serve in serves:
+                response = await client.get(f"http://{HOST}:{serve.ports['metrics']}/metrics")
+                response.raise_for_status()
+            await asyncio.sleep(SCRAPE_INTERVAL)
+
+
 @contextlib.asynccontextmanager
 async def running(
     settings: dict[str, Any],
@@ -396,18 +419,28 @@ async def running(
     processes: Sequence[str | None],
     profile: Path | None,
     nsqd_options: Sequence[str] = (),
+    metrics: bool = False,
+    code: Path | None = None,
 ) -> AsyncIterator[tuple[Platform, Nsqd]]:
     """A private nsqd and ``m2m serve --only P`` on it for each P of ``processes`` (None:
-    everything in one), all stopped on the way out, receivers first."""
+    everything in one), all stopped on the way out, receivers first. With ``metrics``,
+    each serves its metrics, scraped every ``SCRAPE_INTERVAL``."""
     nsqd = await asyncio.to_thread(Nsqd, binary, directory, nsqd_options)
     platform = Platform([])
+    scraping: asyncio.Task[None] | None = None
     try:
         for only in processes:
             platform.serves.append(
-                await asyncio.to_thread(start_serve, settings, nsqd, directory, only, profile)
+                await asyncio.to_thread(
+                    start_serve, settings, nsqd, directory, only, profile, metrics, code
+                )
             )
+        if metrics:
+            scraping = asyncio.create_task(scrape_forever(platform.serves))
         yield platform, nsqd
     finally:
+        if scraping is not None:
+            scraping.cancel()
         for serve in reversed(platform.serves):
             await asyncio.to_thread(serve.stop)
         await asyncio.to_thread(nsqd.stop)
@@ -765,9 +798,16 @@ def stored(stats: dict[str, Any]) -> ChannelState:
 async def bench_end_to_end(
     plan: Plan, results: Results, settings: dict[str, Any], binary: Path, directory: Path,
     database: Database, in_flight: int, profile: Path | None, processes: Sequence[str | None],
-) -> None:  # fmt: skip
+    metrics: bool = False, code: Path | None = None,
+) -> list[tuple[float, float]]:  # fmt: skip
+    """Per device count: records stored per second and serve's CPU seconds per record."""
+    figures = []
+    label = ", metrics scraped" if metrics else (", before metrics" if code else "")
     async with (
-        running(settings, binary, directory, processes, profile) as (serve, nsqd),
+        running(settings, binary, directory, processes, profile, metrics=metrics, code=code) as (
+            serve,
+            nsqd,
+        ),
         await M2MPClient.connect(HOST, serve.ports["m2mp"]) as probe_client,
     ):
         await probe_client.identify(PROBE_IDENT, timeout=IDENTIFY_TIMEOUT)
@@ -779,20 +819,21 @@ async def bench_end_to_end(
         watcher = asyncio.create_task(probe.watch())
         try:
             for count in plan.devices:
-                await end_to_end(
-                    plan, results, serve, nsqd, database, in_flight, probe, count, len(processes)
-                )
+                figure = await end_to_end(plan, results, serve, nsqd, database, in_flight,
+                                          probe, count, len(processes), label)  # fmt: skip
+                figures.append(figure)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+    return figures
 
 
 async def end_to_end(
     plan: Plan, results: Results, serve: Platform, nsqd: Nsqd, database: Database, in_flight: int,
-    probe: Probe, count: int, processes: int,
-) -> None:  # fmt: skip
-    scenario = f"3 e2e {count:,} dev, {processes} proc{'s' if processes > 1 else ''}"
+    probe: Probe, count: int, processes: int, label: str = "",
+) -> tuple[float, float]:  # fmt: skip
+    scenario = f"3 e2e {count:,} dev, {processes} proc{'s' if processes > 1 else ''}{label}"
     per_device = max(1, plan.records // count)
     total = per_device * count
     heading(f"{scenario}: {count:,} devices, {total:,} location frames into Cassandra")
@@ -861,6 +902,45 @@ async def end_to_end(
     results.add(scenario, "ceiling client CPU/record", micros(ceiling.cpu, records))
     results.add(scenario, "latency, saturated", latency(saturated))
     results.add(scenario, f"latency at {paced_rate:,.0f}/s", latency(paced))
+    return stored_rate, window.serve_cpu / records
+
+
+async def bench_metrics_cost(
+    plan: Plan, results: Results, settings: dict[str, Any], binary: Path, directory: Path,
+    database: Database, in_flight: int, before: Path | None, rounds: int = 3,
+) -> None:  # fmt: skip
+    """End to end in one process, in turns: metrics off, on (served and scraped), and, given
+    ``before``, the code before metrics existed; after a run that warms Cassandra up."""
+    variants: dict[str, tuple[bool, Path | None]] = {"off": (False, None), "on": (True, None)}
+    if before is not None:
+        variants["before"] = (False, before)
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    await bench_end_to_end(plan, Results(), settings, binary, directory, database, in_flight,
+                           None, ONE_PROCESS)  # fmt: skip
+    for _ in range(rounds):
+        for name, (metrics, code) in variants.items():
+            runs[name] += await bench_end_to_end(
+                plan, results, settings, binary, directory, database, in_flight, None,
+                ONE_PROCESS, metrics, code,
+            )  # fmt: skip
+    rate = {name: statistics.median(r for r, _ in figures) for name, figures in runs.items()}
+    cpu = {name: statistics.median(c for _, c in figures) for name, figures in runs.items()}
+    scenario = "5 metrics cost"
+    heading(f"{scenario}: {rounds} rounds each, medians")
+    for base in [name for name in ("off", "before") if name in variants]:
+        results.add(scenario, f"records/s stored, on / {base}", f"{rate['on'] / rate[base]:.1%}",
+                    "> 97%", rate["on"] / rate[base] > 0.97)  # fmt: skip
+        results.add(scenario, f"serve CPU/record, on / {base}", f"{cpu['on'] / cpu[base]:.1%}",
+                    "< 103%", cpu["on"] / cpu[base] < 1.03)  # fmt: skip
+
+
+def source_tree(revision: str, directory: Path) -> Path:
+    """The repository's tree at ``revision``, extracted into ``directory``."""
+    tree = directory / f"m2m-{revision}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", revision], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
 
 
 async def send_paced(
@@ -923,17 +1003,20 @@ async def bench_idle(
 # --- The run --------------------------------------------------------------------------
 
 
-SCENARIOS = ("m2mp", "alip", "e2e", "e2e-deployed", "idle")
+SCENARIOS = ("m2mp", "alip", "e2e", "e2e-deployed", "idle", "metrics")
 TOPOLOGIES = {"e2e": ONE_PROCESS, "e2e-deployed": DEPLOYED}
 
 
 async def run(
-    plan: Plan, config: Config, directory: Path, profile: Path | None, scenarios: Sequence[str]
-) -> Results:
+    plan: Plan, config: Config, directory: Path, profile: Path | None, scenarios: Sequence[str],
+    baseline: str | None = None,
+) -> Results:  # fmt: skip
     results = Results()
     binary = nsq_artifact(config.stack.cache_dir.expanduser(), config.stack.nsq_version).home
     binary = binary / "bin" / "nsqd"
-    settings = config.model_dump(mode="json")
+    # What differs from the defaults only: an older revision (--baseline-rev) refuses the
+    # keys it does not know.
+    settings = config.model_dump(mode="json", exclude_defaults=True)
     database = await asyncio.to_thread(Database.connect, config.cassandra)
     try:
         started = time.perf_counter()
@@ -949,6 +1032,10 @@ async def run(
                                    config.cassandra.max_in_flight, profile, processes)  # fmt: skip
         if "idle" in scenarios:
             await bench_idle(plan, results, settings, binary, directory)
+        if "metrics" in scenarios:
+            before = source_tree(baseline, directory) if baseline else None
+            await bench_metrics_cost(plan, results, settings, binary, directory, database,
+                                     config.cassandra.max_in_flight, before)  # fmt: skip
     finally:
         database.close()
     return results
@@ -979,6 +1066,8 @@ def main() -> None:
                         help=f"which to run, comma-separated (default all: {','.join(SCENARIOS)}; "
                         "alip includes the firmware download)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
+    parser.add_argument("--baseline-rev", metavar="REV", help="metrics scenario: also run "
+                        "serve from this git revision (the code before metrics)")  # fmt: skip
     parser.add_argument("--profile", metavar="DIR", type=Path, help="run each m2m serve under "
                         "cProfile, keep its stats in DIR and print where its time goes "
                         "(slows serve down)")  # fmt: skip
@@ -1015,6 +1104,7 @@ def main() -> None:
                 Path(directory),
                 arguments.profile and arguments.profile.resolve(),
                 arguments.scenarios,
+                arguments.baseline_rev,
             )
         )
         print("\nWall-clock rates are noisy on this shared machine; CPU per frame is steadier.")
