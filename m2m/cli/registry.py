@@ -8,13 +8,17 @@ contacted, so a mistyped one fails at once.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+import time
+from collections import Counter
 from typing import Any
 
 import click
 
 from m2m.cassandra import Database, run_with_database
-from m2m.cli.app import App, pass_app
+from m2m.cli.app import PROBLEMS_FOUND, App, pass_app
+from m2m.cli.output import json_option, print_rows
 from m2m.errors import M2MError
 from m2m.registry import (
     NodeNotFoundError,
@@ -24,8 +28,16 @@ from m2m.registry import (
     import_tree,
     normalize_path,
 )
+from m2m.registry.fsck import Checkpoint, Finding, Kind, Outcome, RegistryCheck
 
 TREE_INDENT = "  "
+FSCK_LEFT = 4
+"""Exit status of ``fsck`` when something found needs a person (repair leaves it as it is);
+``PROBLEMS_FOUND`` when all it found was repaired (or is repairable, without --repair)."""
+FSCK_PROGRESS_EVERY = 10_000
+"""``fsck`` prints a progress line with a resume point every this many nodes read."""
+_DISPOSITIONS = ("repairable", "repaired", "left")
+"""What became of a finding: not asked to repair, repaired, or left for a person."""
 
 
 class ImportFileError(M2MError):
@@ -178,6 +190,122 @@ def import_(app: App, path: str, file: str) -> None:
 def cleanup_deleted(app: App) -> None:
     """Remove every soft-deleted node for good; print how many were removed."""
     _echo_json({"removed": run_with_database(app.config.cassandra, cleanup)})
+
+
+@registry.command("fsck")
+@click.argument("path", default="/")
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without guessing.")
+@click.option(
+    "--from",
+    "after",
+    metavar="PATH",
+    help="Resume: start after PATH in the walk's order (what a progress line printed).",
+)
+@json_option
+@pass_app
+def fsck(app: App, path: str, repair: bool, after: str | None, as_json: bool) -> None:
+    """Check the registry's invariants under PATH (default /), and repair with --repair.
+
+    \b
+    Kinds of problem:
+      invalid-path                  a node whose path the registry cannot name
+      orphan-child, deleted-listed  a parent lists a child missing or deleted
+      unlisted-node                 a created node its parent does not list
+      ident-missing, ident-mismatch a device's by-ident entry is missing, or elsewhere
+      ident-dangling                a by-ident entry points to no device with its ident
+      blob-metadata-invalid, blob-blocks-missing, blob-size-mismatch
+                                    a complete file that cannot be read whole
+      ts-index-orphan               a time-series index row naming an empty bucket
+
+    \b
+    One line per problem on stdout: KIND<TAB>PATH<TAB>detail, then <TAB>"repaired: what"
+    after a repair, or <TAB>"left: why" when only a person can fix it (with or without
+    --repair); the PATH field of ts-index-orphan is a series id. --json: one object a
+    line. On stderr: progress with a resume point (--from) every 10,000 nodes read, and
+    a summary.
+
+    \b
+    The whole registry is read whatever PATH (only that finds unlisted nodes); problems
+    are reported under PATH only. A device's time series counts as under its node; any
+    other series, as under / only.
+
+    \b
+    Exit status: 0 nothing found; 3 problems found, and all repaired with --repair (all
+    repairable without it); 4 something found is left as it is, with or without
+    --repair; 1 error.
+    """
+    scope = normalize_path(path)
+    after = None if after is None else normalize_path(after)
+    started = time.monotonic()
+
+    async def work(database: Database) -> tuple[Counter[tuple[Kind, str]], RegistryCheck]:
+        check = RegistryCheck(database, scope, after)
+        dispositions: Counter[tuple[Kind, str]] = Counter()
+        reported = 0
+        async for item in check.walk():
+            if isinstance(item, Checkpoint):
+                if check.tally.nodes_read - reported >= FSCK_PROGRESS_EVERY:
+                    reported = check.tally.nodes_read
+                    _fsck_progress(reported, started, item.path)
+                continue
+            outcome = await item.outcome(database, repair)
+            _print_finding(item, outcome, as_json)
+            dispositions[item.kind, _disposition(outcome)] += 1
+        return dispositions, check
+
+    dispositions, check = run_with_database(app.config.cassandra, work)
+    _fsck_summary(check, dispositions, scope, after, time.monotonic() - started)
+    if dispositions:
+        sys.exit(FSCK_LEFT if any(d == "left" for _, d in dispositions) else PROBLEMS_FOUND)
+
+
+def _disposition(outcome: Outcome | None) -> str:
+    if outcome is None:
+        return "repairable"
+    return "repaired" if outcome.repaired else "left"
+
+
+def _print_finding(finding: Finding, outcome: Outcome | None, as_json: bool) -> None:
+    row = {"kind": str(finding.kind), "path": finding.path, "detail": finding.detail}
+    if outcome is not None:
+        row[_disposition(outcome)] = outcome.text
+    if as_json:
+        print_rows([row], as_json=True)
+    else:
+        outcomes = [f"{name}: {row[name]}" for name in ("repaired", "left") if name in row]
+        click.echo("\t".join([finding.kind, finding.path, finding.detail, *outcomes]))
+
+
+def _fsck_progress(nodes_read: int, started: float, last_path: str) -> None:
+    click.echo(
+        f"fsck: {nodes_read:,} nodes read in {time.monotonic() - started:.1f} s; "
+        f"resume with --from {shlex.quote(last_path)}",
+        err=True,
+    )
+
+
+def _fsck_summary(
+    check: RegistryCheck,
+    dispositions: Counter[tuple[Kind, str]],
+    scope: str,
+    after: str | None,
+    seconds: float,
+) -> None:
+    tally = check.tally
+    where = scope if after is None else f"{scope} (after {after})"
+    click.echo(
+        f"fsck {where}: {tally.nodes:,} nodes, {tally.listings:,} listings and "
+        f"{tally.index_rows:,} time-series index rows checked in {seconds:.1f} s",
+        err=True,
+    )
+    if not dispositions:
+        click.echo("fsck: no problems found", err=True)
+        return
+    for kind in Kind:
+        counts = {d: dispositions[kind, d] for d in _DISPOSITIONS if dispositions[kind, d]}
+        if counts:
+            parts = ", ".join(f"{count} {d}" for d, count in counts.items())
+            click.echo(f"fsck: {kind}: {sum(counts.values())} ({parts})", err=True)
 
 
 def _read_json(file: str) -> Any:

@@ -118,7 +118,7 @@ class TimeSeries:
         ttl_seconds = _ttl_seconds(ttl)
         text = encode_data(data)
         bucket = month_bucket(record.time)
-        typed_key = _typed_key(series_id, record_type)
+        typed_key = records_partition(series_id, record_type)
         requests: list[tuple[str, Sequence[Any]]] = [
             (INSERT_ROW, (series_id, bucket, record.uuid, record_type, text, ttl_seconds)),
             (INSERT_ROW, (typed_key, bucket, record.uuid, UNSET_VALUE, text, ttl_seconds)),
@@ -237,7 +237,7 @@ class TimeSeries:
             await self._database.execute_all(
                 [
                     (_DELETE_ROW, (series_id, bucket, uuid)),
-                    (_DELETE_ROW, (_typed_key(series_id, record_type), bucket, uuid)),
+                    (_DELETE_ROW, (records_partition(series_id, record_type), bucket, uuid)),
                 ]
             )
 
@@ -286,7 +286,7 @@ class TimeSeries:
     ) -> AsyncGenerator[Record, None]:
         if query is None:
             return
-        partition_key = series_id if record_type is None else _typed_key(series_id, record_type)
+        partition_key = records_partition(series_id, record_type)
         remaining = limit
         async with aclosing(
             self._buckets(series_id, record_type, query.time_range, oldest_first)
@@ -316,7 +316,7 @@ class TimeSeries:
         self, series_id: str, record_type: str, time_range: TimeRange, page_size: int
     ) -> AsyncGenerator[tuple[list[int], list[str]], None]:
         bounds = (time_range.lowest_uuid, time_range.highest_uuid)
-        typed_key = _typed_key(series_id, record_type)
+        typed_key = records_partition(series_id, record_type)
         async with aclosing(self._buckets(series_id, record_type, time_range, True)) as buckets:
             async for bucket in buckets:
                 pages = self._database.pages(_SELECT_DATA, (typed_key, bucket, *bounds), page_size)
@@ -355,11 +355,11 @@ class TimeSeries:
             types_in_bucket.update(row_type for _, row_type in rows)
             if not time_range.unbounded:  # else whole partitions go, below
                 await self._database.execute_all(
-                    (_DELETE_ROW, (_typed_key(series_id, row_type), bucket, uuid))
+                    (_DELETE_ROW, (records_partition(series_id, row_type), bucket, uuid))
                     for uuid, row_type in rows
                 )
         if time_range.unbounded:
-            keys = [series_id, *(_typed_key(series_id, t) for t in types_in_bucket)]
+            keys = [series_id, *(records_partition(series_id, t) for t in types_in_bucket)]
             await self._database.execute_all((_DELETE_PARTITION, (key, bucket)) for key in keys)
         else:
             await self._delete_rows_in_range(series_id, bucket, time_range)
@@ -370,7 +370,7 @@ class TimeSeries:
         self, series_id: str, record_type: str, bucket: str, time_range: TimeRange
     ) -> int:
         """Delete a bucket's records of one type: the type's rows and their twins."""
-        typed_key = _typed_key(series_id, record_type)
+        typed_key = records_partition(series_id, record_type)
         deleted = 0
         async for rows in self._row_keys(typed_key, bucket, time_range):
             deleted += len(rows)
@@ -465,8 +465,9 @@ def _check_key(series_id: str, record_type: str | None) -> None:
         check_record_type(record_type)
 
 
-def _typed_key(series_id: str, record_type: str) -> str:
-    return f"{series_id}{TYPE_SEPARATOR}{record_type}"
+def records_partition(series_id: str, record_type: str | None) -> str:
+    """The partition key of a series' records: of every type (None), or of one type."""
+    return series_id if record_type is None else f"{series_id}{TYPE_SEPARATOR}{record_type}"
 
 
 def _time_and_uuid(time: datetime | None, uuid: UUID | None) -> tuple[datetime, UUID]:
