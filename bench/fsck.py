@@ -38,7 +38,7 @@ from m2m.blobstore import open_blob
 from m2m.cassandra import Database
 from m2m.config import CassandraConfig, load_config
 from m2m.registry import RegistryNode
-from m2m.registry.device import BY_IDENT, DEVICES, device_id_for
+from m2m.registry.device import BY_IDENT, DEVICE_CHILDREN, DEVICES, device_id_for
 from m2m.registry.domain import DEFAULT_DOMAIN, Domains
 from m2m.timeseries import TimeSeries
 
@@ -46,19 +46,6 @@ M2M = str(Path(sys.executable).parent / "m2m")
 TIME = "/usr/bin/time"
 """GNU time: the peak RSS of the command itself (a forked child's rusage would count the
 pages it shared with this process before it ran ``m2m``)."""
-CHILDREN = (
-    "settings",
-    "settings-to-send",
-    "settings-ack-time",
-    "commands",
-    "commands-response",
-    "status",
-    "server-settings",
-    "server-settings-public",
-    "channel-translation",
-    "listed-sensors",
-)
-"""A device's children, as ``Devices.create`` makes them."""
 DEVICES_PER_WRITE = 1_000
 """Devices whose rows are written at once."""
 SERIES_EVERY = 10
@@ -86,7 +73,7 @@ def device_rows(i: int, domain_id: str) -> Iterator[Request]:
     path = f"{DEVICES}{device_id}/"
     yield _NODE, (path, {"ident": name, "domain": domain_id})
     yield _LISTING, (DEVICES, device_id)
-    for child in CHILDREN:
+    for child in DEVICE_CHILDREN:
         values = {"interval": "60"} if child == "settings" else {}
         yield _NODE, (f"{path}{child}/", values)
         yield _LISTING, (path, child)

@@ -38,7 +38,7 @@ DEVICES = "/device/"
 BY_IDENT = "/device/by-ident/"
 DEFAULT_DEVICE = "/device/default/"
 
-_CHILDREN = (
+DEVICE_CHILDREN = (
     "settings",
     "settings-to-send",
     "settings-ack-time",
@@ -287,7 +287,7 @@ class Devices:
             await self._purge(device)
         await device.node.create()
         await device.node.set_value("ident", ident)
-        for child in _CHILDREN:
+        for child in DEVICE_CHILDREN:
             await device._child(child).mark_created()
         await self.move(
             device, domain or await Domains(self.database).get_or_create(DEFAULT_DOMAIN)
@@ -304,7 +304,7 @@ class Devices:
         parent, so hard-deleting the device's node would not reach its children: each of
         them goes by name.
         """
-        for node in (device.node, *(device._child(child) for child in _CHILDREN)):
+        for node in (device.node, *(device._child(child) for child in DEVICE_CHILDREN)):
             await node.delete(hard=True)
 
     async def all(self) -> list[Device]:
