@@ -907,7 +907,7 @@ async def end_to_end(
 
 async def bench_metrics_cost(
     plan: Plan, results: Results, settings: dict[str, Any], binary: Path, directory: Path,
-    database: Database, in_flight: int, before: Path | None, rounds: int = 3,
+    database: Database, in_flight: int, before: Path | None, rounds: int,
 ) -> None:  # fmt: skip
     """End to end in one process, in turns: metrics off, on (served and scraped), and, given
     ``before``, the code before metrics existed; after a run that warms Cassandra up."""
@@ -1009,7 +1009,7 @@ TOPOLOGIES = {"e2e": ONE_PROCESS, "e2e-deployed": DEPLOYED}
 
 async def run(
     plan: Plan, config: Config, directory: Path, profile: Path | None, scenarios: Sequence[str],
-    baseline: str | None = None,
+    baseline: str | None = None, rounds: int = 3,
 ) -> Results:  # fmt: skip
     results = Results()
     binary = nsq_artifact(config.stack.cache_dir.expanduser(), config.stack.nsq_version).home
@@ -1035,7 +1035,7 @@ async def run(
         if "metrics" in scenarios:
             before = source_tree(baseline, directory) if baseline else None
             await bench_metrics_cost(plan, results, settings, binary, directory, database,
-                                     config.cassandra.max_in_flight, before)  # fmt: skip
+                                     config.cassandra.max_in_flight, before, rounds)  # fmt: skip
     finally:
         database.close()
     return results
@@ -1068,6 +1068,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
     parser.add_argument("--baseline-rev", metavar="REV", help="metrics scenario: also run "
                         "serve from this git revision (the code before metrics)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3, help="metrics scenario: rounds of "
+                        "its runs, in turns (default 3)")  # fmt: skip
     parser.add_argument("--profile", metavar="DIR", type=Path, help="run each m2m serve under "
                         "cProfile, keep its stats in DIR and print where its time goes "
                         "(slows serve down)")  # fmt: skip
@@ -1105,6 +1107,7 @@ def main() -> None:
                 arguments.profile and arguments.profile.resolve(),
                 arguments.scenarios,
                 arguments.baseline_rev,
+                arguments.rounds,
             )
         )
         print("\nWall-clock rates are noisy on this shared machine; CPU per frame is steadier.")
