@@ -99,19 +99,29 @@ def stack() -> None:
     run_m2m("stack", "up")
 
 
-@pytest.fixture(scope="session")
-def config_file(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A config file naming a fresh keyspace with the schema applied."""
-    keyspace = f"m2m_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    path = tmp_path_factory.mktemp("config") / "m2m.yaml"
+@contextlib.contextmanager
+def fresh_platform(directory: Path, label: str = "") -> Iterator[Path]:
+    """A config file naming a fresh keyspace with the schema applied, and NSQ topics of
+    its own; both removed on the way out."""
+    keyspace = f"m2m_test_{label}{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    path = directory / "m2m.yaml"
     # Its own NSQ topics too: another test run, or `m2m dev`, must not take its messages.
     settings = {"cassandra": {"keyspace": keyspace}, "nsq": {"topic_prefix": f"{keyspace}."}}
     path.write_text(yaml.safe_dump(settings))
     run_m2m("schema", "apply", config=path)
-    yield path
-    config = load_config(path)
-    drop_keyspace(config.cassandra)
-    delete_topics(config.nsq.topic_prefix)
+    try:
+        yield path
+    finally:
+        config = load_config(path)
+        drop_keyspace(config.cassandra)
+        delete_topics(config.nsq.topic_prefix)
+
+
+@pytest.fixture(scope="session")
+def config_file(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The test run's platform: a config file naming a fresh keyspace and topics."""
+    with fresh_platform(tmp_path_factory.mktemp("config")) as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

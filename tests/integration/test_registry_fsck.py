@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from m2m.cassandra import Database
 from m2m.config import load_config
 from m2m.registry.device import device_id_for
 from m2m.registry.fsck import path_token
-from m2m.schema import drop_keyspace
-from tests.conftest import run_m2m
+from tests.conftest import fresh_platform, run_m2m
 from tests.integration.cli_checks import failed_in_one_line, m2m, new_ident
 
 FOUND, LEFT = 3, 4
@@ -404,13 +402,8 @@ def test_a_bad_path_fails_in_one_line(config_file: Path) -> None:
 @pytest.fixture(scope="module")
 def own_keyspace(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A config file naming a fresh keyspace, for checks of a whole registry."""
-    keyspace = f"m2m_test_fsck_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    path = tmp_path_factory.mktemp("fsck") / "m2m.yaml"
-    settings = {"cassandra": {"keyspace": keyspace}, "nsq": {"topic_prefix": f"{keyspace}."}}
-    path.write_text(yaml.safe_dump(settings))
-    run_m2m("schema", "apply", config=path)
-    yield path
-    drop_keyspace(load_config(path).cassandra)
+    with fresh_platform(tmp_path_factory.mktemp("fsck"), "fsck_") as path:
+        yield path
 
 
 @pytest.fixture
