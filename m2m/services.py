@@ -14,7 +14,6 @@ import asyncio
 import gc
 import hashlib
 import logging
-import re
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from twisted.internet.interfaces import IReactorCore
 
 from m2m.bus import topics
+from m2m.bus.channels import host_in_channel_name
 from m2m.bus.consumer import Consumer, Handler
 from m2m.bus.envelope import Envelope
 from m2m.bus.publisher import Publisher
@@ -109,8 +109,7 @@ class Services:
         """
         ports = [_listen_port(getattr(self.config.receivers, name).listen) for name in RECEIVERS
                  if name in self.names]  # fmt: skip
-        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
-        return f"receiver-{host}-{'-'.join(ports)}"
+        return f"receiver-{host_in_channel_name()}-{'-'.join(ports)}"
 
     async def start(self) -> None:
         config = self.config

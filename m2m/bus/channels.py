@@ -1,7 +1,10 @@
-"""Deleting a channel from every nsqd that has its topic, as nsqlookupd lists them.
+"""Channels of one process's own: named after its host, deleted from every nsqd.
 
-For channels whose messages are worth nothing once their reader is gone (the web
-service's live feed): left behind, nsqd would keep every message of the topic for them.
+A process that reads a topic for itself alone (a receiver's control messages, the web
+service's live feed) names its channel after its host and ports, so it takes it up
+again when it restarts. Channels whose messages are worth nothing once their reader is
+gone are deleted from every nsqd that has their topic, as nsqlookupd lists them: left
+behind, nsqd would keep every message of the topic for them.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +23,12 @@ from m2m.config import NsqConfig
 log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 5.0
+
+
+def host_in_channel_name() -> str:
+    """This host's name as a channel name may hold it (nsqd: ``[.a-zA-Z0-9_-]``, 64 at
+    most, leaving room for the rest of the name)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
 
 
 async def delete_channel(config: NsqConfig, topic: str, channel: str) -> int:

@@ -182,14 +182,7 @@ class DeadLetters:
             reader.close()
 
     async def _until_quiet(self, reader: nsq.Reader, arrived: asyncio.Event) -> None:
-        deadline = time.monotonic() + CONNECT_TIMEOUT
-        while not any(conn.rdy for conn in reader.conns.values()):
-            if time.monotonic() > deadline:
-                addresses = ", ".join(
-                    [*self._config.nsqd_tcp_addresses, *self._config.lookupd_http_addresses]
-                )
-                raise BusUnreachableError(f"no nsqd answered (tried {addresses})")
-            await asyncio.sleep(0.05)
+        await until_subscribed(reader, self._config)
         while True:
             arrived.clear()
             try:
@@ -206,3 +199,14 @@ def _sorted_out(messages: list[nsq.Message]) -> Held:
         except InvalidMessage:
             unreadable.append(message)
     return Held(letters, unreadable)
+
+
+async def until_subscribed(reader: nsq.Reader, config: NsqConfig) -> None:
+    """Until an nsqd took ``reader``'s subscription; :class:`BusUnreachableError` if none
+    does within ``CONNECT_TIMEOUT``."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while not any(conn.rdy for conn in reader.conns.values()):
+        if time.monotonic() > deadline:
+            tried = ", ".join([*config.nsqd_tcp_addresses, *config.lookupd_http_addresses])
+            raise BusUnreachableError(f"no nsqd answered (tried {tried})")
+        await asyncio.sleep(0.05)

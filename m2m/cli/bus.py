@@ -21,7 +21,6 @@ import re
 import secrets
 import signal
 import sys
-import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final, TypeVar
 
@@ -30,13 +29,13 @@ import nsq
 
 from m2m.bus.consumer import OUTPUT_BUFFER_TIMEOUT_MS
 from m2m.bus.dead_letters import (
-    CONNECT_TIMEOUT,
     DEAD_TOPIC_SUFFIX,
     MAX_HELD,
     BusUnreachableError,
     DeadLetters,
     Held,
     dead_topic,
+    until_subscribed,
 )
 from m2m.bus.envelope import Envelope, InvalidMessage
 from m2m.bus.nsqd_stats import BusStats, TooDeep, TopicStats, read_stats_now, too_deep
@@ -183,7 +182,7 @@ def tail(app: App, topic: str, channel: str | None, count: int | None, as_json: 
     message is a line: its time (UTC), topic, call, _to when it names more than the
     topic, and its fields as JSON.
 
-    tail reads a channel of its own, tail-XXXXXXXX#ephemeral, which nsqd deletes when
+    tail reads a channel of its own, tail-<8 hex digits>#ephemeral, which nsqd deletes when
     tail stops. On an nsqd run with --mem-queue-size=0 (the local stack and deploy/), an
     ephemeral channel holds no message: those that come while tail is not ready for them
     (busy printing one) are dropped. --channel reads a durable channel instead.
@@ -229,7 +228,7 @@ class _Tail:
             output_buffer_timeout=OUTPUT_BUFFER_TIMEOUT_MS,
         )
         try:
-            await _until_subscribed(reader, config)
+            await until_subscribed(reader, config)
             click.echo(f"following {self.topic} on channel {channel}", err=True)
             await self._done.wait()
         finally:
@@ -261,16 +260,6 @@ class _Tail:
             click.echo(f"{received} {self.topic} (not an envelope) {shown}", err=self.as_json)
             return
         click.echo(envelope.to_json().decode() if self.as_json else tail_line(self.topic, envelope))
-
-
-async def _until_subscribed(reader: nsq.Reader, config: NsqConfig) -> None:
-    """Until an nsqd took the subscription; :class:`BusUnreachableError` if none does."""
-    deadline = time.monotonic() + CONNECT_TIMEOUT
-    while not any(conn.rdy for conn in reader.conns.values()):
-        if time.monotonic() > deadline:
-            tried = [*config.nsqd_tcp_addresses, *config.lookupd_http_addresses]
-            raise BusUnreachableError(f"no nsqd answered (tried {', '.join(tried)})")
-        await asyncio.sleep(0.05)
 
 
 def tail_line(topic: str, envelope: Envelope) -> str:

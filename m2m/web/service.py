@@ -14,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import socket
 
 from m2m.bus import topics
-from m2m.bus.channels import delete_channel
+from m2m.bus.channels import delete_channel, host_in_channel_name
 from m2m.bus.consumer import Handler
 from m2m.bus.nsqd_stats import read_stats
 from m2m.bus.publisher import Publisher
@@ -74,8 +72,7 @@ class WebService:
 
     @property
     def channel(self) -> str:
-        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
-        return f"{CHANNEL_PREFIX}{host}-{self.port}"
+        return f"{CHANNEL_PREFIX}{host_in_channel_name()}-{self.port}"
 
     def subscriptions(self) -> list[tuple[str, str, Handler]]:
         """(topic, channel, handler) for each topic the live events come from."""
