@@ -95,7 +95,7 @@ def in_window(
     the blobstore does.
     """
     session = database.session
-    statement = session.prepare(cql, keyspace=database.keyspace)
+    statement = database.prepare(cql)
     outstanding: deque[tuple[tuple[Any, ...], ResponseFuture]] = deque()
     results = []
 

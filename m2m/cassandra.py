@@ -9,7 +9,10 @@ outstanding per process: the rest wait their turn instead of piling up in the dr
 Everything a store needs is here: ``execute`` for one page of rows, ``execute_all`` for
 writes that go out together, ``write_rows`` for small rows written at a high rate (they
 share unlogged batches, see :class:`_RowBatcher`), ``pages`` to walk a large result
-lazily, page by page, and ``prepare`` (cached per statement text).
+lazily, page by page. Statements are prepared once per process, off the event loop
+(preparing is a round trip the driver makes synchronously), with their tables qualified by
+the keyspace: the session has none, so Cassandra sees no ``USE``, and one driver session
+could serve several keyspaces.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import threading
 import time
 from asyncio import Future
@@ -171,6 +175,19 @@ RECONNECT_MAX = 10.0
 """Seconds between the driver's attempts to reach a node that went down: doubling, capped."""
 
 
+_TABLE_REFERENCE = re.compile(r"\b(FROM|INTO|UPDATE)\s+(\w+)\b(?!\.)", re.IGNORECASE)
+"""Where a statement names a table, its name not yet qualified by a keyspace."""
+
+
+def qualified(cql: str, keyspace: str) -> str:
+    """``cql`` with each table it names qualified by ``keyspace`` (``ks.registrynode``).
+
+    The statements are the stores' own, one table each, written without a keyspace so
+    that any keyspace can hold the tables.
+    """
+    return _TABLE_REFERENCE.sub(rf"\1 {keyspace}.\2", cql)
+
+
 class Database:
     """One process's handle on the keyspace, for asyncio code.
 
@@ -187,6 +204,7 @@ class Database:
         self.keyspace = keyspace
         self._slots = asyncio.Semaphore(max_in_flight)
         self._prepared: dict[str, PreparedStatement] = {}
+        self._preparing: dict[str, asyncio.Future[PreparedStatement]] = {}
         self._labels: dict[bytes, str] = {}
         """The metrics label of each prepared statement, by its id."""
         self._bridge: _ResponseBridge | None = None
@@ -201,19 +219,33 @@ class Database:
         self.cluster.shutdown()
 
     def prepare(self, cql: str) -> PreparedStatement:
-        """The prepared statement for ``cql``, prepared once per process."""
+        """The prepared statement for ``cql``, prepared once per process (blocking: on the
+        event loop, await :meth:`prepared`)."""
         statement = self._prepared.get(cql)
         if statement is None:
-            # The statement carries the keyspace (protocol v5): the session has none, so
-            # one driver session could serve several keyspaces and Cassandra sees no USE.
             with _outages_raised():
-                statement = self.session.prepare(cql, keyspace=self.keyspace)
+                statement = self.session.prepare(qualified(cql, self.keyspace))
             self._prepared[cql] = statement
             self._labels[statement.query_id] = statement_label(cql)
         return statement
 
-    def label_of(self, statement: PreparedStatement | BoundStatement) -> str:
+    async def prepared(self, cql: str) -> PreparedStatement:
+        """The prepared statement for ``cql``, prepared on a thread the first time; callers
+        asking meanwhile wait for that one preparation."""
+        statement = self._prepared.get(cql)
+        if statement is not None:
+            return statement
+        preparing = self._preparing.get(cql)
+        if preparing is None:
+            preparing = asyncio.ensure_future(asyncio.to_thread(self.prepare, cql))
+            self._preparing[cql] = preparing
+            preparing.add_done_callback(lambda _: self._preparing.pop(cql, None))
+        return await asyncio.shield(preparing)
+
+    def label_of(self, statement: PreparedStatement | BoundStatement | BatchStatement) -> str:
         """The statement's label in the request metrics (``select registrynode``)."""
+        if isinstance(statement, BatchStatement):
+            return "batch"
         if isinstance(statement, BoundStatement):
             statement = statement.prepared_statement
         return self._labels.get(statement.query_id, "other")
@@ -233,7 +265,7 @@ class Database:
         sent: list[tuple[PreparedStatement, Sequence[Any] | None, Future[ResponseFuture]]] = []
         try:
             for cql, params in requests:
-                statement = self.prepare(cql)
+                statement = self._prepared.get(cql) or await self.prepared(cql)
                 sent.append((statement, params or None, await self._send(statement, params)))
         finally:
             outcomes = await asyncio.gather(
@@ -248,6 +280,18 @@ class Database:
                 CASSANDRA_RETRIES.inc()
                 await self._answered(statement, values, None)
 
+    async def execute_atomically(self, requests: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Run writes as one logged batch: one request, and all of them apply or none.
+
+        For a handful of writes that only make sense together (a device's creation).
+        Cassandra pays for the batch log: rows written at a high rate go by
+        ``write_rows``.
+        """
+        batch = BatchStatement(BatchType.LOGGED)
+        for cql, params in requests:
+            batch.add(self._prepared.get(cql) or await self.prepared(cql), params)
+        await self._answered(batch, None, None)
+
     async def write_rows(self, requests: Iterable[tuple[str, Sequence[Any]]]) -> None:
         """Write small rows; return when all are written, raise the first failure.
 
@@ -255,7 +299,10 @@ class Database:
         :class:`_RowBatcher`): for many small writes, that costs the driver and Cassandra
         a fraction of a request each. Neither atomic nor isolated, like separate writes.
         """
-        statements = [self.prepare(cql).bind(params) for cql, params in requests]
+        statements = [
+            (self._prepared.get(cql) or await self.prepared(cql)).bind(params)
+            for cql, params in requests
+        ]
         if statements:
             await self._rows.write(statements)
 
@@ -278,7 +325,7 @@ class Database:
         page_size: int | None,
         paging_state: bytes | None,
     ) -> tuple[list[Row], bytes | None]:
-        statement = self.prepare(cql)
+        statement = self._prepared.get(cql) or await self.prepared(cql)
         if page_size is not None:
             statement = statement.bind(params)
             statement.fetch_size = page_size
@@ -461,12 +508,11 @@ class _RowBatcher:
         """One request: a row alone, or an unlogged batch of rows."""
         if len(rows) == 1:
             statement: BoundStatement | BatchStatement = rows[0].statement
-            label = self._database.label_of(rows[0].statement)
         else:
             statement = BatchStatement(BatchType.UNLOGGED)
             for row in rows:
                 statement.add(row.statement)
-            label = "batch"
+        label = self._database.label_of(statement)
         started = time.perf_counter()
         try:
             response = self._database.session.execute_async(statement)
