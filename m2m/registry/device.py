@@ -30,9 +30,12 @@ from m2m.errors import InvalidInput, M2MError
 from m2m.registry.device_series import SERIES_PREFIX
 from m2m.registry.domain import DEFAULT_DOMAIN, Domain, Domains
 from m2m.registry.named import EntityExistsError, EntityNotFoundError
-from m2m.registry.node import NodeStatus, RegistryNode
+from m2m.registry.node import NodeState, NodeStatus, RegistryNode, Write, load_nodes
 from m2m.registry.paths import child_path
 from m2m.registry.routes import ChannelRouter, Route, parse_routes
+
+_GREETING_CHILDREN = ("settings", "settings-to-send", "commands", "status", "channel-translation")
+"""What a device's session reads of it when it identifies."""
 
 DEVICES = "/device/"
 BY_IDENT = "/device/by-ident/"
@@ -226,6 +229,41 @@ class DefaultDevice:
 RouteOwner = Device | DefaultDevice
 
 
+@dataclass(frozen=True)
+class DeviceState:
+    """What a device's session needs of the registry when the device says who it is."""
+
+    device: Device
+    settings: dict[str, str]
+    settings_to_send: dict[str, str]
+    commands: dict[str, str]
+    """Pending: id → text."""
+    status: dict[str, str]
+    routes: list[Route]
+    default_routes: list[Route]
+    """``/device/default/``'s, tried after the device's own."""
+
+    @classmethod
+    def read(cls, device: Device, states: Mapping[str, NodeState]) -> DeviceState:
+        """From the nodes ``Devices.identify`` read (``_GREETING_CHILDREN`` and the
+        default device's rules)."""
+        values = {name: states[device._child(name).path].values for name in _GREETING_CHILDREN}
+        default = states[_default_routes_node(device.database).path].values
+        return cls(
+            device,
+            settings=values["settings"],
+            settings_to_send=values["settings-to-send"],
+            commands=values["commands"],
+            status=values["status"],
+            routes=parse_routes(values["channel-translation"]),
+            default_routes=parse_routes(default),
+        )
+
+
+def _default_routes_node(database: Database) -> RegistryNode:
+    return DefaultDevice(database).node.child("channel-translation")
+
+
 async def add_route(owner: RouteOwner, route: Route) -> None:
     node = owner.node.child("channel-translation")
     await node.check()
@@ -256,6 +294,45 @@ class Devices:
             return None
         return Device(self.database, device_id)
 
+    async def identify(self, ident: str, enroll: bool) -> DeviceState | None:
+        """The device ``ident`` names and what its session needs of it; None if unknown
+        (and, with ``enroll``, registered first: it is new).
+
+        One request reads it all: the by-ident entry, the nodes of the device whose id the
+        ident derives to (every platform's, see :func:`device_id_for`), the default
+        device's rules and the default domain. A second is needed only for a device
+        registered under another id. Raises :class:`InvalidPathError` for an ident no
+        registry path can hold.
+        """
+        by_ident = self._by_ident(ident)
+        device = Device(self.database, device_id_for(ident))
+        domains = Domains(self.database)
+        default_domain = domains.name_node(DEFAULT_DOMAIN)
+        states = await load_nodes(
+            self.database, [by_ident, default_domain, device.node, *self._greeting_nodes(device)]
+        )
+        registered = states[by_ident.path]
+        registered_id = registered.values.get("id")
+        if registered.exists and registered_id:
+            if registered_id != device.id:
+                device = Device(self.database, registered_id)
+                states = await load_nodes(self.database, self._greeting_nodes(device))
+            return DeviceState.read(device, states)
+        if not enroll:
+            return None
+        domain = domains.named_by(states[default_domain.path])
+        status = states[device.node.path].status
+        await self._create(ident, domain, status)
+        if status is NodeStatus.DELETED:  # purged: what was read of it is gone
+            states = await load_nodes(self.database, self._greeting_nodes(device))
+        return DeviceState.read(device, states)
+
+    def _greeting_nodes(self, device: Device) -> list[RegistryNode]:
+        return [
+            *(device._child(name) for name in _GREETING_CHILDREN),
+            _default_routes_node(self.database),
+        ]
+
     async def by_id(self, device_id: str) -> Device | None:
         try:
             canonical = str(uuid.UUID(device_id))
@@ -280,20 +357,30 @@ class Devices:
     async def get_or_create(self, ident: str) -> Device:
         return await self.by_ident(ident) or await self._create(ident, None)
 
-    async def _create(self, ident: str, domain: Domain | None) -> Device:
-        by_ident = self._by_ident(ident)
+    async def _create(
+        self, ident: str, domain: Domain | None, status: NodeStatus | None = None
+    ) -> Device:
+        """Register the device in one logged batch: all of it is written, or nothing.
+
+        ``status`` is its node's, when the caller read it already.
+        """
         device = Device(self.database, device_id_for(ident))
-        if await device.node.status() is NodeStatus.DELETED:
+        if status is None:
+            status = await device.node.status()
+        if status is NodeStatus.DELETED:
             await self._purge(device)
-        await device.node.create()
-        await device.node.set_value("ident", ident)
-        for child in DEVICE_CHILDREN:
-            await device._child(child).mark_created()
-        await self.move(
-            device, domain or await Domains(self.database).get_or_create(DEFAULT_DOMAIN)
-        )
-        await by_ident.create()
-        await by_ident.set_value("id", device.id)
+        elif status is NodeStatus.CREATED:  # registered, its by-ident entry lost: it may
+            await self._leave_domain(device)  # be a member of another domain
+        domain = domain or await Domains(self.database).get_or_create(DEFAULT_DOMAIN)
+        writes: list[Write] = [
+            *RegistryNode(self.database, DEVICES).creation(),
+            *RegistryNode(self.database, BY_IDENT).creation(),
+            *device.node.creation({"ident": ident, "domain": domain.id}),
+            *(write for child in DEVICE_CHILDREN for write in device._child(child).creation()),
+            domain.devices_node.values_write({device.id: ""}),
+            *self._by_ident(ident).creation({"id": device.id}),
+        ]
+        await self.database.execute_atomically(writes)
         return device
 
     async def _purge(self, device: Device) -> None:
@@ -314,13 +401,16 @@ class Devices:
 
     async def move(self, device: Device, domain: Domain) -> None:
         """Make ``device`` a member of ``domain`` (and of no other)."""
+        await self._leave_domain(device, unless=domain)
+        await device.node.set_value("domain", domain.id)
+        await domain.devices_node.set_value(device.id, "")
+
+    async def _leave_domain(self, device: Device, unless: Domain | None = None) -> None:
         previous = await device.domain_id()
-        if previous and previous != domain.id:
+        if previous and (unless is None or previous != unless.id):
             old = await Domains(self.database).by_id(previous)
             if old is not None:
                 await old.devices_node.delete_value(device.id)
-        await device.node.set_value("domain", domain.id)
-        await domain.devices_node.set_value(device.id, "")
 
     async def delete(self, device: Device) -> None:
         """Soft delete: out of its domain, its node and by-ident entry marked deleted."""

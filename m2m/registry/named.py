@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 from m2m.cassandra import Database
 from m2m.errors import M2MError
-from m2m.registry.node import NodeStatus, RegistryNode
+from m2m.registry.node import NodeState, NodeStatus, RegistryNode
 from m2m.registry.paths import child_path
 
 
@@ -61,13 +61,17 @@ class NamedEntities(ABC, Generic[E]):
     def _entity(self, entity_id: str) -> E:
         """The entity of this kind with that id (nothing is read)."""
 
-    def _by_name(self, name: str) -> RegistryNode:
+    def name_node(self, name: str) -> RegistryNode:
+        """``/<kind>/by-name/<name>/``: its value ``id`` names the entity."""
         return RegistryNode(self.database, child_path(f"{self.root}by-name/", name))
 
     async def by_name(self, name: str) -> E | None:
-        state = await self._by_name(name).load()
-        entity_id = state.values.get("id")
-        if state.status is not NodeStatus.CREATED or not entity_id:
+        return self.named_by(await self.name_node(name).load())
+
+    def named_by(self, name_node: NodeState) -> E | None:
+        """The entity a by-name node (its state, as read) names; None if it names none."""
+        entity_id = name_node.values.get("id")
+        if name_node.status is not NodeStatus.CREATED or not entity_id:
             return None
         return self._entity(entity_id)
 
@@ -103,7 +107,7 @@ class NamedEntities(ABC, Generic[E]):
             entity = self._entity(str(uuid.uuid4()))
         await entity.node.create()
         await entity.node.set_value("name", name)
-        by_name = self._by_name(name)
+        by_name = self.name_node(name)
         await by_name.create()
         await by_name.set_value("id", entity.id)
         return entity
@@ -117,18 +121,18 @@ class NamedEntities(ABC, Generic[E]):
         if await self.by_name(new_name) is not None:
             raise EntityExistsError(f"a {self.kind} named {new_name!r} exists already")
         old_name = await entity.name()
-        target = self._by_name(new_name)
+        target = self.name_node(new_name)
         await target.create()
         await target.set_value("id", entity.id)
         await entity.node.set_value("name", new_name)
         if old_name:
-            await self._by_name(old_name).delete()
+            await self.name_node(old_name).delete()
 
     async def delete(self, entity: E) -> None:
         """Soft delete: the entity and its by-name entry (recoverable until cleanup)."""
         name = await entity.name()
         if name:
-            await self._by_name(name).delete()
+            await self.name_node(name).delete()
         await entity.node.delete()
 
 

@@ -23,6 +23,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any, TypeAlias
 
 from m2m.cassandra import Database
 from m2m.errors import InvalidInput, M2MError
@@ -39,6 +40,7 @@ from m2m.registry.paths import (
 from m2m.text import utf8_size
 
 _SELECT_NODE = "SELECT status, values FROM registrynode WHERE path = ?"
+_SELECT_NODES = "SELECT path, status, values FROM registrynode WHERE path IN ?"
 _SELECT_STATUS = "SELECT status FROM registrynode WHERE path = ?"
 _SET_STATUS = "UPDATE registrynode SET status = ? WHERE path = ?"
 _SET_STATUS_ADD_VALUES = "UPDATE registrynode SET status = ?, values = values + ? WHERE path = ?"
@@ -63,6 +65,10 @@ _DELETE_ALL_BLOCKS = "DELETE FROM registrynodedata WHERE path = ?"
 _CHILDREN_PAGE_SIZE = 1000
 _BLOCKS_PER_COPY_PAGE = 4
 """Blocks (512 KiB each by default) read per page when copying, and written at once."""
+
+
+Write: TypeAlias = tuple[str, tuple[Any, ...]]
+"""One statement and its values, for callers that send several writes together."""
 
 
 class NodeStatus(IntEnum):
@@ -237,15 +243,20 @@ class RegistryNode:
         For writers of whole subtrees, top-down, that know the parent exists (import);
         anyone else calls :meth:`create` or :meth:`check`.
         """
-        write: Awaitable[object]
+        await self.database.execute_all(self.creation(values))
+
+    def creation(self, values: Mapping[str, str] | None = None) -> list[Write]:
+        """The writes of :meth:`mark_created`, for a caller sending them with others."""
+        writes: list[Write]
         if values:
             check_values(self.path, values)
-            write = self.database.execute(
-                _SET_STATUS_ADD_VALUES, (NodeStatus.CREATED.value, dict(values), self.path)
-            )
+            writes = [(_SET_STATUS_ADD_VALUES, (NodeStatus.CREATED.value, dict(values), self.path))]
         else:
-            write = self._set_status(NodeStatus.CREATED)
-        await asyncio.gather(write, self._list_in_parent())
+            writes = [(_SET_STATUS, (NodeStatus.CREATED.value, self.path))]
+        parent = parent_path(self.path)
+        if parent is not None:
+            writes.append((_ADD_CHILD, (parent, self.name)))
+        return writes
 
     async def _set_status(self, status: NodeStatus) -> None:
         await self.database.execute(_SET_STATUS, (status.value, self.path))
@@ -274,8 +285,12 @@ class RegistryNode:
     async def set_values(self, values: Mapping[str, str]) -> None:
         """Set these values in one write; the node's other values are left as they are."""
         if values:
-            check_values(self.path, values)
-            await self.database.execute(_ADD_VALUES, (dict(values), self.path))
+            await self.database.execute(*self.values_write(values))
+
+    def values_write(self, values: Mapping[str, str]) -> Write:
+        """The write of :meth:`set_values`, for a caller sending it with others."""
+        check_values(self.path, values)
+        return _ADD_VALUES, (dict(values), self.path)
 
     async def delete_value(self, name: str) -> None:
         await self.delete_values((name,))
@@ -425,6 +440,21 @@ class RegistryNode:
             await self.database.execute(_DELETE_ALL_BLOCKS, (self.path,))
         else:
             await self.database.execute(_DELETE_BLOCKS_FROM, (self.path, first))
+
+
+async def load_nodes(database: Database, nodes: Iterable[RegistryNode]) -> dict[str, NodeState]:
+    """The state of each node, by path, read in one request (one partition per node).
+
+    For a handful of nodes wanted together (a device's, when it connects): one request
+    costs Cassandra about what that many would, and this process a fraction.
+    """
+    paths = list({node.path for node in nodes})
+    rows = await database.execute(_SELECT_NODES, (paths,))
+    found = {
+        row.path: NodeState(NodeStatus.of_column(row.status), dict(row.values or {}))
+        for row in rows
+    }
+    return {path: found.get(path, NodeState(NodeStatus.UNDEFINED, {})) for path in paths}
 
 
 async def cleanup(database: Database) -> int:
