@@ -24,6 +24,8 @@ class ServerEndpoint:
     """The TCP port (0: one picked at start); None for a kind without one."""
     interface: str
     """The address listened on; empty for every interface."""
+    backlog: int | None = None
+    """Connections the kernel queues until they are accepted; None: the listener's default."""
 
 
 def parse_endpoint(listen: str) -> ServerEndpoint:
@@ -36,8 +38,10 @@ def parse_endpoint(listen: str) -> ServerEndpoint:
         else:
             positional.append(argument)
     port = named.get("port", positional[0] if positional else "")
+    backlog = named.get("backlog", "")
     return ServerEndpoint(
         kind=kind,
         port=int(port) if kind in TCP_KINDS and port.isdigit() else None,
         interface=named.get("interface", ""),
+        backlog=int(backlog) if backlog.isdigit() else None,
     )

@@ -31,10 +31,12 @@ from twisted.internet.interfaces import (
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
+from m2m.endpoints import TCP_KINDS, parse_endpoint
 from m2m.logs import ConnectionLog
 from m2m.metrics import ReceiverMetrics
 from m2m.receivers.ordering import InOrder
 from m2m.receivers.session import DeviceSession, ReceiverContext
+from m2m.receivers.session_rules import Close, Ping, ProtocolRules
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,11 @@ CLOSE_GRACE: Final = 10.0
 BUS: Final = "the bus takes no more"
 BACKLOG: Final = "what the device sent waits its turn"
 OUTPUT: Final = "the device does not read what it is sent"
+LISTEN_BACKLOG: Final = 1024
+"""Connections the kernel queues until the receiver accepts them, unless the listen string
+says (``backlog=``). When a cellular network comes back, a whole fleet connects within
+seconds: with Twisted's default of 50 the kernel drops the rest of the handshakes, and
+those devices try again only a second or more later."""
 
 
 def _port_of(address: IAddress) -> int:
@@ -70,8 +77,8 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
     ``receivers.limits.buffered_bytes`` (the steps' backlog), or the device does not read
     what it is sent (the connection is its transport's producer: the transport pauses it
     when its buffer to the device is full). Subclasses set up their decoder before
-    calling ``connectionMade``, and implement the session's :class:`DeviceLink` and
-    ``tick``.
+    calling ``connectionMade``, and implement ``feed``, ``ping`` and the session's
+    :class:`DeviceLink`; the session's rules decide the rest.
     """
 
     factory: DeviceServerFactory
@@ -80,6 +87,8 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
     """The connection's, under its protocol's module (``m2m.receivers.m2mp.protocol``…)."""
     metrics: ReceiverMetrics
     """The protocol's own (each subclass sets it)."""
+    rules: ProtocolRules
+    """How its sessions differ from the other protocol's (each subclass sets it)."""
     steps: InOrder
     admitted_from = ""
     """The peer's IP address, as admission counted it."""
@@ -91,12 +100,11 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
 
     def connectionMade(self) -> None:
         context = self.factory.context
-        self.connected_at = time.monotonic()
         self._holds: set[str] = set()
         self._output_drained = asyncio.Event()
         self._output_drained.set()
         self.steps = InOrder(self._step_failed, self.on_backlog, context.limits.buffered_bytes)
-        self.session = DeviceSession(context, self, peer_address(self.transport))
+        self.session = DeviceSession(context, self, peer_address(self.transport), self.rules)
         self.log = ConnectionLog(logging.getLogger(type(self).__module__), self.session)
         self.metrics.accepted.inc()
         self.metrics.open.inc()
@@ -121,13 +129,36 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
         self._output_drained.set()
         self.steps.submit(self.session.closed)  # after what the device sent before leaving
 
+    def dataReceived(self, data: bytes) -> None:
+        self.session.rules.received(time.monotonic())
+        self.metrics.received_bytes.inc(len(data))
+        self.feed(data)
+
+    @abstractmethod
+    def feed(self, data: bytes) -> None:
+        """Decode what the device sent and submit a step for each frame or line."""
+
     def _step_failed(self, exc: BaseException) -> None:
         """A step of the connection raised ``exc``: logged (ALIP answers ``ERR`` too)."""
         self.log.error("%r", exc, exc_info=exc)
 
-    @abstractmethod
     def tick(self, now: float) -> None:
         """Called every sweep interval with ``time.monotonic()``: pings and timeouts."""
+        match self.session.rules.tick(now):
+            case Close(cause=cause):
+                self.log.info("closing it: %s", cause.replace("_", " "))
+                self.farewell(cause)
+                self.close(cause)
+            case Ping(counter=counter):
+                self.ping(counter)
+
+    @abstractmethod
+    def ping(self, counter: int) -> None:
+        """Ask the device whether it is there."""
+
+    def farewell(self, cause: str) -> None:
+        """Tell the device why it is disconnected, if the protocol can (``cause`` as
+        :class:`~m2m.receivers.session_rules.Close` gives it)."""
 
     # -- the session's DeviceLink ------------------------------------------------------
 
@@ -148,7 +179,7 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:
             self.transport.write(data)
-            self.session.sent()
+            self.session.rules.sent(time.monotonic())
 
     async def drained(self) -> None:
         """Wait until the device read what it was sent (the buffer to it is below bound)."""
@@ -267,6 +298,14 @@ class DeviceServerFactory(protocol.ServerFactory[DeviceProtocol]):
             connection.close("shutdown")
 
 
+def with_backlog(listen: str) -> str:
+    """``listen`` with ``LISTEN_BACKLOG`` when it is a TCP endpoint that names no backlog."""
+    endpoint = parse_endpoint(listen)
+    if endpoint.kind in TCP_KINDS and endpoint.backlog is None:
+        return f"{listen}:backlog={LISTEN_BACKLOG}"
+    return listen
+
+
 class ReceiverService:
     """A factory listening on an endpoint string, until stopped."""
 
@@ -278,7 +317,7 @@ class ReceiverService:
 
     async def start(self, reactor: IReactorCore) -> int:
         """Listen; returns the TCP port (useful when the endpoint asked for port 0)."""
-        endpoint = endpoints.serverFromString(reactor, self.listen)
+        endpoint = endpoints.serverFromString(reactor, with_backlog(self.listen))
         listening: IListeningPort = await Deferred.asFuture(
             endpoint.listen(self.factory), asyncio.get_running_loop()
         )

@@ -31,6 +31,7 @@ from m2m.logs import ConnectionLog
 from m2m.metrics import ReceiverMetrics
 from m2m.receivers.admission import Admission
 from m2m.receivers.connections import Connections
+from m2m.receivers.session_rules import Greeting, ProtocolRules, SessionRules
 from m2m.registry.device import Device, Devices
 from m2m.registry.device_series import check_device_record_type
 from m2m.registry.device_views import SERVER_RECORD_TYPE
@@ -86,7 +87,11 @@ class ReceiverContext:
 
 
 class DeviceSession:
-    def __init__(self, context: ReceiverContext, link: DeviceLink, source: str) -> None:
+    """A device's session: its :class:`SessionRules` decide, this does the I/O they need."""
+
+    def __init__(
+        self, context: ReceiverContext, link: DeviceLink, source: str, protocol: ProtocolRules
+    ) -> None:
         self.context = context
         self.link = link
         self.source = source
@@ -94,11 +99,9 @@ class DeviceSession:
         self.connection_id = context.connections.next_id()
         self.log = ConnectionLog(log, self)
         self.connected_at = datetime.now(UTC)
+        self.rules = SessionRules(protocol, context.timing, time.monotonic())
         self.device: Device | None = None
         self.router: ChannelRouter | None = None
-        self.last_received = self.last_sent = time.monotonic()
-        self._settings_sent: dict[tuple[str, str], float] = {}
-        self._commands_sent: set[str] = set()
         self._published = 0
         """The publisher's number of the last message this connection published."""
         self._dropped = False
@@ -125,36 +128,41 @@ class DeviceSession:
         if self.device is not None:
             self._server_record("device_disconnected", connection_duration=duration)
 
-    async def identify(self, ident: str) -> bool:
-        """Find (or, when enrollment is open, create) the device; False if refused."""
-        devices = self.context.devices
+    async def identify(self, ident: str) -> Greeting | None:
+        """Find (or, when enrollment is open, create) the device: what to greet it with;
+        None if refused."""
         try:
-            device = await devices.by_ident(ident)
-            if device is None and self.context.enrollment == "open":
-                device = await devices.get_or_create(ident)
+            state = await self.context.devices.identify(
+                ident, enroll=self.context.enrollment == "open"
+            )
         except InvalidPathError:
             self.log.info("refused unusable ident %r", ident)
-            return False
-        if device is None:
+            return None
+        if state is None:
             self.log.info("unknown device %r refused", ident)
-            return False
-        self.device = device
-        self.router = await device.router(cache_size=self.context.limits.routes_cached)
+            return None
+        self.device = state.device
+        self.router = ChannelRouter(
+            state.routes, state.default_routes, self.context.limits.routes_cached
+        )
         self.context.connections.identified(self)
         self.link.metrics.identified.inc()
         self._event(topics.DEVICE_IDENTIFIED)
         self._server_record("device_identified")
         self._server_record("device_connected", at=self.connected_at)
-        return True
+        return self.rules.greet(
+            state.settings, state.settings_to_send, state.commands, state.status, time.monotonic()
+        )
 
-    async def greet(self) -> None:
-        """What a freshly identified device is sent: pending work, then questions."""
-        device = self._identified()
-        await self.send_settings()
-        await self.send_commands()
-        if "cap" not in await device.status():
+    def greet(self, greeting: Greeting) -> None:
+        """Send what a freshly identified device is sent: pending work, then questions."""
+        if greeting.settings:
+            self._push_settings(greeting.settings)
+        if greeting.commands:
+            self._push_commands(greeting.commands)
+        if greeting.ask_capabilities:
             self.link.request_capabilities()
-        if not await device.settings():
+        if greeting.ask_all_settings:
             self.link.request_all_settings()
 
     # -- settings and commands ---------------------------------------------------------
@@ -162,15 +170,7 @@ class DeviceSession:
     async def send_settings(self) -> None:
         """Push the pending settings, except those pushed here within the resend interval."""
         pending = await self._identified().settings_to_send()
-        now = time.monotonic()
-        interval = self.context.timing.setting_resend_interval
-        due = [
-            (name, value)
-            for name, value in sorted(pending.items())
-            if now - self._settings_sent.get((name, value), -interval) >= interval
-        ]
-        for setting in due:
-            self._settings_sent[setting] = now
+        due = self.rules.settings_due(pending, time.monotonic())
         if due:
             self._push_settings(due)
 
@@ -184,14 +184,13 @@ class DeviceSession:
 
     async def send_commands(self) -> None:
         """Push the pending commands this connection has not been sent yet."""
-        pending = await self._identified().commands()
-        new = [
-            (cid, text) for cid, text in sorted(pending.items()) if cid not in self._commands_sent
-        ]
-        self._commands_sent.update(cid for cid, _ in new)
+        new = self.rules.commands_new(await self._identified().commands())
         if new:
-            self.link.send_commands(new)
-            self.link.metrics.commands_pushed.inc(len(new))
+            self._push_commands(new)
+
+    def _push_commands(self, commands: Sequence[tuple[str, str]]) -> None:
+        self.link.send_commands(commands)
+        self.link.metrics.commands_pushed.inc(len(commands))
 
     async def ack_settings(self, settings: Sequence[tuple[str, str]]) -> None:
         device = self._identified()
@@ -283,22 +282,6 @@ class DeviceSession:
 
     def disconnect(self) -> None:
         self.link.close("disconnect_requested")
-
-    # -- timing ------------------------------------------------------------------------
-
-    def received(self) -> None:
-        self.last_received = time.monotonic()
-
-    def sent(self) -> None:
-        self.last_sent = time.monotonic()
-
-    def ping_due(self, now: float) -> bool:
-        """Silent for long, and we have not spoken lately either: time to ping."""
-        timing = self.context.timing
-        return (
-            now - self.last_received >= timing.ping_after_silence
-            and now - self.last_sent >= timing.ping_quiet_period
-        )
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ from m2m.receivers.alip.commands import (
 from m2m.receivers.alip.framing import OVERLONG, LineSplitter
 from m2m.receivers.alip.processors import Echo, process_data
 from m2m.receivers.server import DeviceProtocol
+from m2m.receivers.session_rules import ProtocolRules, Verdict
 from m2m.timeseries import TimeSeriesError
 
 MAX_FIRMWARE_CHUNK = 32 * 1024
@@ -70,6 +71,11 @@ MAX_FIRMWARE_CHUNK = 32 * 1024
 LAST_PAGE_SIZE = 10
 """Records ``DB LAST`` reads at once: held until the device read them (each up to a line)."""
 DEFAULT_LOG_LEVEL = 5
+_FAREWELLS = {
+    "identification_timeout": lines.QUIT_IDENTIFICATION_TIMEOUT,
+    "silent": lines.QUIT_NO_DATA,
+}
+"""The line a device closed by the session's timers is told why."""
 
 
 def _refuse_overlong_line() -> None:
@@ -78,18 +84,17 @@ def _refuse_overlong_line() -> None:
 
 class ALIPProtocol(DeviceProtocol):
     metrics = ReceiverMetrics("alip")
+    rules = ProtocolRules(closes_unidentified=False, closes_when_silent=True,
+                          ping_counter_modulo=None)  # fmt: skip
 
     def connectionMade(self) -> None:
         self._lines = LineSplitter()
-        self._ping_counter = 0
         self._command_numbers = CommandNumbers(self.factory.context.limits.command_numbers)
         self._firmware: BlobFile | None = None
         self._log_level = DEFAULT_LOG_LEVEL
         super().connectionMade()
 
-    def dataReceived(self, data: bytes) -> None:
-        self.session.received()
-        self.metrics.received_bytes.inc(len(data))
+    def feed(self, data: bytes) -> None:
         for line in self._lines.feed(data):
             if line is OVERLONG:
                 # A step too, so its ERR comes after the answers to the lines before it,
@@ -103,7 +108,8 @@ class ALIPProtocol(DeviceProtocol):
         self.metrics.received(command)
         if self.gone and only_answered(command):
             return None  # the device left: nobody to answer
-        if self.session.device is None and not allowed_before_identification(command):
+        needs_identity = not allowed_before_identification(command)
+        if self.session.rules.arrived(needs_identity) is not Verdict.HANDLE:
             raise AlipError("You need to identify first !")
         return self._handle(command)
 
@@ -149,7 +155,7 @@ class ALIPProtocol(DeviceProtocol):
             case DebugSource():
                 self.write(lines.debug_source(session.source, session.connection_id))
             case DebugConnected():
-                connected = int(time.monotonic() - self.connected_at)
+                connected = int(time.monotonic() - session.rules.connected_at)
                 self.write(lines.debug_connected(connected))
             case DebugVersion():
                 self.write(lines.debug_version(__version__))
@@ -173,10 +179,10 @@ class ALIPProtocol(DeviceProtocol):
     async def _identify(self, ident: str) -> None:
         if self.session.device is not None:
             raise AlipError("You already identified !")
-        accepted = await self.session.identify(ident)
-        self.write(lines.IDENT_ACCEPTED if accepted else lines.IDENT_REFUSED)
-        if accepted:
-            await self.session.greet()
+        greeting = await self.session.identify(ident)
+        self.write(lines.IDENT_ACCEPTED if greeting is not None else lines.IDENT_REFUSED)
+        if greeting is not None:
+            self.session.greet(greeting)
 
     def _device_id(self) -> str:
         device_id = self.session.device_id
@@ -334,14 +340,10 @@ class ALIPProtocol(DeviceProtocol):
 
     # -- timers ------------------------------------------------------------------------
 
-    def tick(self, now: float) -> None:
-        timing = self.factory.context.timing
-        if self.session.device is None and now - self.connected_at >= timing.identification_timeout:
-            self.write(lines.QUIT_IDENTIFICATION_TIMEOUT)
-            self.close("identification_timeout")
-        elif now - self.session.last_received >= timing.disconnect_after_silence:
-            self.write(lines.QUIT_NO_DATA)
-            self.close("silent")
-        elif self.session.ping_due(now):
-            self.write(lines.ack_request(self._ping_counter))
-            self._ping_counter += 1
+    def ping(self, counter: int) -> None:
+        self.write(lines.ack_request(counter))
+
+    def farewell(self, cause: str) -> None:
+        farewell = _FAREWELLS.get(cause)
+        if farewell is not None:
+            self.write(farewell)

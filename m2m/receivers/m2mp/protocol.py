@@ -35,6 +35,7 @@ from m2m.receivers.m2mp.codec import (
     encode,
 )
 from m2m.receivers.server import DeviceProtocol
+from m2m.receivers.session_rules import ProtocolRules, Verdict
 
 SETTINGS_CHANNEL = "_set"
 STATUS_CHANNEL = "_sta"
@@ -68,19 +69,17 @@ def _pairs(items: Sequence[bytes]) -> list[tuple[str, str]]:
 
 class M2MPProtocol(DeviceProtocol):
     metrics = ReceiverMetrics("m2mp")
+    rules = ProtocolRules(closes_unidentified=True, closes_when_silent=False,
+                          ping_counter_modulo=256)  # fmt: skip
 
     def connectionMade(self) -> None:
         self._decoder = Decoder(Direction.DEVICE_TO_SERVER)
         self._incoming = IncomingChannels()
         self._outgoing = OutgoingChannels()
-        self._ignored_frames = 0
         self._dropped_frames = 0
-        self._ping_counter = 0
         super().connectionMade()
 
-    def dataReceived(self, data: bytes) -> None:
-        self.session.received()
-        self.metrics.received_bytes.inc(len(data))
+    def feed(self, data: bytes) -> None:
         try:
             frames = self._decoder.feed(data)
         except ProtocolError as exc:
@@ -117,10 +116,10 @@ class M2MPProtocol(DeviceProtocol):
         if self.session.device is not None:
             self._send(IdentificationResult(accepted=ident == await self.session.device.ident()))
             return
-        accepted = await self.session.identify(ident)
-        self._send(IdentificationResult(accepted))
-        if accepted:
-            await self.session.greet()
+        greeting = await self.session.identify(ident)
+        self._send(IdentificationResult(greeting is not None))
+        if greeting is not None:
+            self.session.greet(greeting)
 
     def _data(self, frame: Data) -> None:
         channel = self._incoming.name(frame.channel_id)
@@ -168,14 +167,12 @@ class M2MPProtocol(DeviceProtocol):
 
     def _identified(self, channel: str) -> bool:
         """Whether data may be handled; past the allowance, unidentified data closes."""
-        if self.session.device is not None:
+        verdict = self.session.rules.arrived(needs_identity=True)
+        if verdict is Verdict.HANDLE:
             return True
-        self._ignored_frames += 1
-        allowed = self.factory.context.timing.unidentified_frames_allowed
-        self.log.warning(
-            "data on %r before identification ignored (%d so far)", channel, self._ignored_frames
-        )
-        if self._ignored_frames > allowed:
+        self.log.warning("data on %r before identification ignored (%d so far)", channel,
+                         self.session.rules.refused_unidentified)  # fmt: skip
+        if verdict is Verdict.CLOSE:
             self.close("unidentified_data")
         return False
 
@@ -223,13 +220,5 @@ class M2MPProtocol(DeviceProtocol):
     def request_capabilities(self) -> None:
         self._send_array_on(STATUS_CHANNEL, ["g", "cap"])
 
-    # -- timers ------------------------------------------------------------------------
-
-    def tick(self, now: float) -> None:
-        timing = self.factory.context.timing
-        if self.session.device is None and now - self.connected_at >= timing.identification_timeout:
-            self.log.info("not identified in time; closing it")
-            self.close("identification_timeout")
-        elif self.session.ping_due(now):
-            self._send(ServerPing(self._ping_counter))
-            self._ping_counter = (self._ping_counter + 1) % 256
+    def ping(self, counter: int) -> None:
+        self._send(ServerPing(counter))
