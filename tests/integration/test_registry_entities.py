@@ -235,3 +235,91 @@ async def test_the_default_domain_is_found_even_before_it_is_made(database: Data
     assert await domains.names([default.id, str(uuid.uuid4())]) == {default.id: "default"}
     with pytest.raises(EntityNotFoundError):
         await domains.find(f"nowhere-{uuid.uuid4().hex[:6]}")
+
+
+# -- identification: what a device's session reads when it says who it is ----------------
+
+
+async def test_identifying_an_unknown_device_without_enrollment_registers_nothing(
+    database: Database,
+) -> None:
+    devices = Devices(database)
+    ident = _ident()
+    assert await devices.identify(ident, enroll=False) is None
+    assert await devices.by_ident(ident) is None
+    assert not await Device(database, device_id_for(ident)).node.exists()
+
+
+async def test_identifying_an_unknown_device_with_enrollment_registers_it_whole(
+    database: Database,
+) -> None:
+    devices = Devices(database)
+    ident = _ident()
+    state = await devices.identify(ident, enroll=True)
+    assert state is not None
+    device = state.device
+    assert device.id == device_id_for(ident)
+    assert (state.settings, state.settings_to_send, state.commands, state.status) == ({},) * 4
+    assert state.routes == []
+    assert await devices.by_ident(ident) == device
+    assert await device.ident() == ident
+    default = await Domains(database).find("default")
+    assert await device.domain_id() == default.id
+    assert device.id in await default.device_ids()
+    assert set(await device.node.children_names()) >= {"settings", "commands", "status"}
+    assert device.id in await RegistryNode(database, "/device/").children_names()
+
+
+async def test_identifying_a_known_device_reads_what_its_greeting_needs(
+    database: Database, device: Device
+) -> None:
+    await device.define_setting("period", "60")
+    await device.ack_setting("period", "60")
+    await device.define_setting("mode", "eco")
+    command_id = await device.add_command("reboot")
+    await device.set_status({"cap": "sen:loc"})
+    await add_route(device, Route(1, "^sen:", "own-topic"))
+    await add_route(DefaultDevice(database), Route(9998, "^zz-identify:", "default-topic"))
+    try:
+        state = await Devices(database).identify(await device.ident(), enroll=False)
+        assert state is not None
+        assert state.device == device
+        assert state.settings == {"period": "60", "mode": "eco"}
+        assert state.settings_to_send == {"mode": "eco"}
+        assert state.commands == {command_id: "reboot"}
+        assert state.status == {"cap": "sen:loc"}
+        assert state.routes == [Route(1, "^sen:", "own-topic")]
+        assert Route(9998, "^zz-identify:", "default-topic") in state.default_routes
+    finally:
+        await remove_route(DefaultDevice(database), 9998, "^zz-identify:")
+
+
+async def test_a_device_registered_under_another_id_is_identified_as_that_one(
+    database: Database,
+) -> None:
+    """A registry filled by other means may map an ident to an id it does not derive to."""
+    ident = _ident()
+    device = Device(database, str(uuid.uuid4()))
+    await device.node.create()
+    await device.node.set_value("ident", ident)
+    await device.node.child("settings").mark_created({"period": "30"})
+    by_ident = RegistryNode(database, f"/device/by-ident/{ident}/")
+    await by_ident.create()
+    await by_ident.set_value("id", device.id)
+    state = await Devices(database).identify(ident, enroll=True)
+    assert state is not None
+    assert state.device == device and state.settings == {"period": "30"}
+    assert not await Device(database, device_id_for(ident)).node.exists()
+
+
+async def test_a_deleted_device_enrolled_again_is_greeted_as_new(database: Database) -> None:
+    devices = Devices(database)
+    ident = _ident()
+    deleted = await devices.create(ident)
+    await deleted.define_setting("period", "60")
+    await devices.delete(deleted)
+    state = await devices.identify(ident, enroll=True)
+    assert state is not None
+    assert state.device.id == deleted.id
+    assert state.settings == {} and state.settings_to_send == {}
+    assert await devices.by_ident(ident) == state.device
