@@ -21,6 +21,12 @@ Five measurements, each against real ``m2m serve`` subprocesses on free ports:
    identified, silent devices.
 5. ALIP firmware download: a file stored with ``Firmwares.add``, read by one device in
    512-byte ``F G`` requests, one at a time as a device would.
+6. Sessions (``serve --only m2mp``): the receiver's CPU per identification and greeting
+   of a known device (1,000 reconnecting, ``CONNECT_BATCH`` at a time) and of a new one
+   (1,000 first connections, enrollment open); then the connection storm of a network
+   coming back: 10,000 known devices connecting at once (``STORM_CONNECTING`` handshakes
+   at a time), the wall time until every one is identified and greeted, the receiver's
+   CPU per device and its peak RSS.
 
 Figures are wall-clock rates on a small shared machine (Cassandra, nsqd, the load
 generator and the receiver share its cores, and other people's tests may run too), so
@@ -93,6 +99,16 @@ LOCATION = struct.pack(">ff", 48.8566, 2.3522)
 LOCATION_FRAMES = encode(ChannelDefinition(0, LOCATION_CHANNEL)), encode(Data(0, LOCATION))
 """The definition of channel 0 as sen:loc, then one frame of it (f32 lat, f32 lon)."""
 ALIP_LINE = b"D L 48.85,2.35\n"
+SETTINGS_CHANNEL = "_set"
+ORIGINAL_KNOWN_IDENTIFICATION = 1.75e-3
+ORIGINAL_NEW_IDENTIFICATION = 2.9e-3
+"""Receiver CPU seconds per identification and greeting of the original Go receiver,
+measured on this machine (issue 14)."""
+ORIGINAL_CPU_PER_RECORD = 580e-6
+"""CPU seconds per stored record of the original's receiver, converter and storage
+services together, on this machine."""
+STORM_GOAL = 20.0
+"""Seconds for 10,000 known devices to be greeted by one receiver process."""
 PROBE_INTERVAL = 0.05
 PROBE_IDENT = "bench:probe0"
 PACED_SHARE = 0.5
@@ -122,6 +138,9 @@ class Plan:
     paced_seconds: float
     idle_connections: int
     firmware_size: int
+    session_devices: int
+    """Devices of each one-at-a-time sessions run (known, then new)."""
+    storm_devices: int
 
     @property
     def idents(self) -> list[str]:
@@ -289,10 +308,16 @@ class Serve:
         return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
     def rss_mb(self) -> float:
+        return self._status_mb("VmRSS:")
+
+    def peak_rss_mb(self) -> float:
+        return self._status_mb("VmHWM:")
+
+    def _status_mb(self, key: str) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {key}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -554,16 +579,19 @@ async def create_devices(database: Database, idents: Sequence[str]) -> None:
 
 @dataclass
 class CpuWindow:
-    """Wall time, the serve process's CPU and this process's CPU over a measurement."""
+    """Wall time, the serve processes' CPU (each and in all) and this process's CPU over a
+    measurement."""
 
-    serve: Serve | Platform
+    serve: Platform
     wall: float = 0.0
     serve_cpu: float = 0.0
+    serve_cpus: list[float] = field(default_factory=list)
+    """Each serve process's, in the platform's order."""
     bench_cpu: float = 0.0
 
     def __enter__(self) -> CpuWindow:
         self._started = time.perf_counter()
-        self._serve_cpu = self.serve.cpu_seconds()
+        self._serve_cpus = [serve.cpu_seconds() for serve in self.serve.serves]
         self._bench_cpu = time.process_time()
         return self
 
@@ -572,7 +600,11 @@ class CpuWindow:
 
     def stop(self, at: float | None = None) -> None:
         self.wall = (at or time.perf_counter()) - self._started
-        self.serve_cpu = self.serve.cpu_seconds() - self._serve_cpu
+        self.serve_cpus = [
+            serve.cpu_seconds() - before
+            for serve, before in zip(self.serve.serves, self._serve_cpus, strict=True)
+        ]
+        self.serve_cpu = sum(self.serve_cpus)
         self.bench_cpu = time.process_time() - self._bench_cpu
 
     def __exit__(self, *_: object) -> None:
@@ -898,11 +930,25 @@ async def end_to_end(
     results.add(scenario, "bare-driver ceiling", rate(records, ceiling.wall))
     results.add(scenario, "stored / ceiling", f"{stored_rate / ceiling_rate:.0%}", ">= 60%",
                 stored_rate / ceiling_rate >= 0.6)  # fmt: skip
-    results.add(scenario, "serve CPU/record", micros(window.serve_cpu, records))
+    results.add(scenario, "serve CPU/record", micros(window.serve_cpu, records),
+                *cpu_goal(window.serve_cpu / records, processes))  # fmt: skip
+    if processes > 1:
+        for only, cpu in zip(DEPLOYED, window.serve_cpus, strict=True):
+            results.add(scenario, f"  {only} CPU/record", micros(cpu, records))
     results.add(scenario, "ceiling client CPU/record", micros(ceiling.cpu, records))
     results.add(scenario, "latency, saturated", latency(saturated))
     results.add(scenario, f"latency at {paced_rate:,.0f}/s", latency(paced))
     return stored_rate, window.serve_cpu / records
+
+
+def cpu_goal(cpu_per_record: float, processes: int) -> tuple[str, bool] | tuple[()]:
+    """The deployed layout's goal: no more CPU per record than the original's three
+    services (issue 14)."""
+    if processes == 1:
+        return ()
+    return f"<= {ORIGINAL_CPU_PER_RECORD * 1e6:.0f} µs (original)", (
+        cpu_per_record <= ORIGINAL_CPU_PER_RECORD
+    )
 
 
 async def bench_metrics_cost(
@@ -1000,10 +1046,88 @@ async def bench_idle(
     results.add(scenario, "identifications/s", rate(count, connected))
 
 
+# --- 6. Sessions: identification, greeting, the storm ---------------------------------
+
+STORM_CONNECTING = 1000
+"""Storm devices in their TCP handshake and identification at once: what the receiver's
+listen backlog holds, as the kernel would let a real fleet in."""
+GREETED_TIMEOUT = 300.0
+
+
+async def greeted_device(port: int, device_ident: str, exits: contextlib.AsyncExitStack) -> None:
+    """A device connected, identified and greeted: for a device with no settings and no
+    capabilities on record, the greeting ends with the receiver asking for its settings."""
+    client = await exits.enter_async_context(await M2MPClient.connect(HOST, port))
+    if not await client.identify(device_ident, timeout=GREETED_TIMEOUT):
+        raise RuntimeError(f"{device_ident} refused")
+    await client.receive_array(SETTINGS_CHANNEL, timeout=GREETED_TIMEOUT)
+
+
+async def greet_all(
+    port: int, idents: Sequence[str], exits: contextlib.AsyncExitStack, at_once: int
+) -> None:
+    """Every device of ``idents`` greeted, ``at_once`` of them connecting at a time."""
+    slots = asyncio.Semaphore(at_once)
+
+    async def device(device_ident: str) -> None:
+        async with slots:
+            await greeted_device(port, device_ident, exits)
+
+    await asyncio.gather(*(device(name) for name in idents))
+
+
+def session_ident(kind: str, i: int) -> str:
+    return f"bench:{kind}{i:05d}"
+
+
+async def bench_sessions(
+    plan: Plan, results: Results, settings: dict[str, Any], binary: Path, directory: Path,
+    database: Database, profile: Path | None,
+) -> None:  # fmt: skip
+    scenario = "6 sessions"
+    count, storm = plan.session_devices, plan.storm_devices
+    known = [session_ident("known", i) for i in range(max(count, storm))]
+    heading(f"{scenario}: {count:,} known and {count:,} new devices one batch at a time, "
+            f"then {storm:,} known at once")  # fmt: skip
+    started = time.perf_counter()
+    await create_devices(database, known)
+    print(f"  ({len(known):,} devices registered in {time.perf_counter() - started:.1f} s)")
+    async with running(settings, binary, directory, ("m2mp",), profile) as (serve, nsqd):
+        port = serve.ports["m2mp"]
+        async with contextlib.AsyncExitStack() as exits:  # the code paths warm
+            await greet_all(port, [session_ident("warm", 0), known[0]], exits, CONNECT_BATCH)
+        for kind, idents, original in (
+            ("known", known[:count], ORIGINAL_KNOWN_IDENTIFICATION),
+            ("new", [session_ident("new", i) for i in range(count)], ORIGINAL_NEW_IDENTIFICATION),
+        ):
+            await settled(nsqd)
+            async with contextlib.AsyncExitStack() as exits:
+                with CpuWindow(serve) as window:
+                    await greet_all(port, idents, exits, CONNECT_BATCH)
+            cost = window.serve_cpu / len(idents)
+            results.add(scenario, f"receiver CPU/identification, {kind}",
+                        micros(window.serve_cpu, len(idents)), f"<= {original * 1e3:.2f} ms "
+                        "(original)", cost <= original)  # fmt: skip
+        await settled(nsqd)
+        async with contextlib.AsyncExitStack() as exits:
+            with CpuWindow(serve) as window:
+                await greet_all(port, known[:storm], exits, STORM_CONNECTING)
+            peak = serve.serves[0].peak_rss_mb()
+    results.add(
+        scenario,
+        f"storm: {storm:,} greeted in",
+        f"{window.wall:.1f} s",
+        f"< {STORM_GOAL:.0f} s for 10,000",
+        window.wall < STORM_GOAL * storm / 10_000,
+    )
+    results.add(scenario, "storm: receiver CPU/device", micros(window.serve_cpu, storm))
+    results.add(scenario, "storm: receiver peak RSS", f"{peak:,.0f} MB")
+
+
 # --- The run --------------------------------------------------------------------------
 
 
-SCENARIOS = ("m2mp", "alip", "e2e", "e2e-deployed", "idle", "metrics")
+SCENARIOS = ("m2mp", "alip", "e2e", "e2e-deployed", "idle", "sessions", "metrics")
 TOPOLOGIES = {"e2e": ONE_PROCESS, "e2e-deployed": DEPLOYED}
 
 
@@ -1032,6 +1156,8 @@ async def run(
                                    config.cassandra.max_in_flight, profile, processes)  # fmt: skip
         if "idle" in scenarios:
             await bench_idle(plan, results, settings, binary, directory)
+        if "sessions" in scenarios:
+            await bench_sessions(plan, results, settings, binary, directory, database, profile)
         if "metrics" in scenarios:
             before = source_tree(baseline, directory) if baseline else None
             await bench_metrics_cost(plan, results, settings, binary, directory, database,
@@ -1065,6 +1191,8 @@ def main() -> None:
     parser.add_argument("--scenarios", type=lambda text: text.split(","), default=SCENARIOS,
                         help=f"which to run, comma-separated (default all: {','.join(SCENARIOS)}; "
                         "alip includes the firmware download)")  # fmt: skip
+    parser.add_argument("--storm", type=int, help="devices of the connection storm "
+                        "(default 10,000; quick 1,000)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
     parser.add_argument("--baseline-rev", metavar="REV", help="metrics scenario: also run "
                         "serve from this git revision (the code before metrics)")  # fmt: skip
@@ -1084,9 +1212,11 @@ def main() -> None:
         paced_seconds=3 if quick else 10,
         idle_connections=500 if quick else 5000,
         firmware_size=(256 * KiB) if quick else MiB,
+        session_devices=200 if quick else 1000,
+        storm_devices=arguments.storm or (1000 if quick else 10_000),
     )
     open_files = raise_open_files_limit()
-    if open_files < max(plan.idle_connections, *plan.devices) * 2 + 100:
+    if open_files < max(max(plan.idle_connections, *plan.devices) * 2, plan.storm_devices) + 1000:
         print(f"warning: only {open_files} open files allowed: the big counts will fail")
 
     configured = load_config(arguments.config)
