@@ -77,8 +77,8 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
     ``receivers.limits.buffered_bytes`` (the steps' backlog), or the device does not read
     what it is sent (the connection is its transport's producer: the transport pauses it
     when its buffer to the device is full). Subclasses set up their decoder before
-    calling ``connectionMade``, and implement ``feed``, ``ping`` and the session's
-    :class:`DeviceLink`; the session's rules decide the rest.
+    calling ``connectionMade``, and implement ``feed``, ``answer_identification``,
+    ``ping`` and the session's :class:`DeviceLink`; the session's rules decide the rest.
     """
 
     factory: DeviceServerFactory
@@ -141,6 +141,16 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
     def _step_failed(self, exc: BaseException) -> None:
         """A step of the connection raised ``exc``: logged (ALIP answers ``ERR`` too)."""
         self.log.error("%r", exc, exc_info=exc)
+
+    async def identify(self, ident: str) -> None:
+        """The device says who it is: answered, then greeted if accepted."""
+        greeting = await self.session.identify(ident)
+        self.answer_identification(greeting is not None)
+        if greeting is not None:
+            self.session.greet(greeting)
+
+    @abstractmethod
+    def answer_identification(self, accepted: bool) -> None: ...
 
     def tick(self, now: float) -> None:
         """Called every sweep interval with ``time.monotonic()``: pings and timeouts."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -38,11 +38,15 @@ from m2m.registry.device_views import SERVER_RECORD_TYPE
 from m2m.registry.firmware import Firmwares
 from m2m.registry.paths import InvalidPathError
 from m2m.registry.routes import ChannelRouter
-from m2m.timeseries import TimeSeries
+from m2m.timeseries import Record, TimeSeries
 from m2m.timeseries.rules import encode_data
 from m2m.timeseries.timeuuids import new_timeuuid, seeded_timeuuid
 
 log = logging.getLogger(__name__)
+
+LAST_PAGE_SIZE = 10
+"""Records ``last_records`` reads at once: held until the device read them (each up to a
+line)."""
 
 
 class DeviceLink(Protocol):
@@ -178,6 +182,20 @@ class DeviceSession:
         settings = await self._identified().settings()
         self._push_settings(sorted(settings.items()))
 
+    async def send_pending_settings(self) -> None:
+        """Push every pending setting, whenever it was pushed before (the device asked)."""
+        pending = await self._identified().settings_to_send()
+        self._push_settings(sorted(pending.items()))
+
+    async def setting(self, name: str) -> str:
+        """The device's value of a setting ("" if it has none)."""
+        return (await self._identified().settings()).get(name, "")
+
+    async def define_setting(self, name: str, value: str) -> None:
+        """Define a setting for the device, then have it pushed as the CLI would."""
+        await self._identified().define_setting(name, value)
+        self._ask_receivers(topics.SEND_SETTINGS)
+
     def _push_settings(self, settings: Sequence[tuple[str, str]]) -> None:
         self.link.send_settings(settings)
         self.link.metrics.settings_pushed.inc(len(settings))
@@ -187,6 +205,20 @@ class DeviceSession:
         new = self.rules.commands_new(await self._identified().commands())
         if new:
             self._push_commands(new)
+
+    async def send_pending_commands(self) -> None:
+        """Push every pending command, sent before or not (the device asked)."""
+        self._push_commands(sorted((await self._identified().commands()).items()))
+
+    async def add_command(self, text: str) -> None:
+        """Add a command for the device, then have it pushed as the CLI would."""
+        await self._identified().add_command(text)
+        self._ask_receivers(topics.SEND_COMMANDS)
+
+    def _ask_receivers(self, call: str) -> None:
+        """Every receiver holding the device (this one too) pushes what is pending."""
+        to = f"{topics.RECEIVERS};device_id={self._identified().id}"
+        self.context.publisher.publish(Envelope.make(to, call, self.sender))
 
     def _push_commands(self, commands: Sequence[tuple[str, str]]) -> None:
         self.link.send_commands(commands)
@@ -255,6 +287,12 @@ class DeviceSession:
             channel=channel,
             date_uuid=str(new_timeuuid(datetime.now(UTC))),
             **fields,
+        )
+
+    def last_records(self, count: int) -> AsyncGenerator[Record, None]:
+        """The device's ``count`` newest records, newest first, read a page at a time."""
+        return self.context.timeseries.records(
+            self._identified().series_id, limit=count, page_size=LAST_PAGE_SIZE
         )
 
     def when_safe(self, answer: Callable[[], None]) -> Awaitable[None] | None:

@@ -18,9 +18,6 @@ from datetime import datetime
 from functools import partial
 
 from m2m import __version__
-from m2m.blobstore import BlobError, BlobFile
-from m2m.bus import topics
-from m2m.bus.envelope import Envelope
 from m2m.errors import InvalidInput, Unavailable
 from m2m.metrics import ReceiverMetrics
 from m2m.receivers.alip import lines
@@ -60,16 +57,13 @@ from m2m.receivers.alip.commands import (
     only_answered,
     parse_command,
 )
+from m2m.receivers.alip.firmware_download import FirmwareDownload
 from m2m.receivers.alip.framing import OVERLONG, LineSplitter
 from m2m.receivers.alip.processors import Echo, process_data
 from m2m.receivers.server import DeviceProtocol
 from m2m.receivers.session_rules import ProtocolRules, Verdict
 from m2m.timeseries import TimeSeriesError
 
-MAX_FIRMWARE_CHUNK = 32 * 1024
-"""Bytes one ``F G`` answers at most: its line carries them in hex."""
-LAST_PAGE_SIZE = 10
-"""Records ``DB LAST`` reads at once: held until the device read them (each up to a line)."""
 DEFAULT_LOG_LEVEL = 5
 _FAREWELLS = {
     "identification_timeout": lines.QUIT_IDENTIFICATION_TIMEOUT,
@@ -90,9 +84,9 @@ class ALIPProtocol(DeviceProtocol):
     def connectionMade(self) -> None:
         self._lines = LineSplitter()
         self._command_numbers = CommandNumbers(self.factory.context.limits.command_numbers)
-        self._firmware: BlobFile | None = None
         self._log_level = DEFAULT_LOG_LEVEL
         super().connectionMade()
+        self._firmware = FirmwareDownload(self.factory.context.firmwares, self.log)
 
     def feed(self, data: bytes) -> None:
         for line in self._lines.feed(data):
@@ -129,7 +123,7 @@ class ALIPProtocol(DeviceProtocol):
             case SettingsGetAll():
                 return session.send_all_settings()
             case SettingsGetPending():
-                return self._send_pending_settings()
+                return session.send_pending_settings()
             case SettingGet(name=name):
                 return self._send_setting(name)
             case SettingUnknown(name=name):
@@ -137,7 +131,7 @@ class ALIPProtocol(DeviceProtocol):
             case CommandAck(n=number):
                 return self._ack_command(number)
             case CommandsList():
-                return self._resend_commands()
+                return session.send_pending_commands()
             case AckRequest(x=token):
                 return session.when_safe(partial(self.write, lines.ack_answer(token)))
             case AckAnswer():
@@ -147,7 +141,7 @@ class ALIPProtocol(DeviceProtocol):
             case FirmwareSelect(name=name):
                 return self._select_firmware(name)
             case FirmwareSize():
-                self.write(lines.firmware_size(self._selected_firmware().size))
+                self.write(lines.firmware_size(self._firmware.size))
             case FirmwareGet(offset=offset, size=size):
                 return self._firmware_chunk(offset, size)
             case DebugId():
@@ -160,9 +154,10 @@ class ALIPProtocol(DeviceProtocol):
             case DebugVersion():
                 self.write(lines.debug_version(__version__))
             case DebugSetSetting(name=name, value=value):
-                return self._debug_set_setting(name, value)
+                return self._answered(session.define_setting(name, value),
+                                      lines.DEBUG_SET_SETTING_OK)  # fmt: skip
             case DebugAddCommand(text=text):
-                return self._debug_add_command(text)
+                return self._answered(session.add_command(text), lines.DEBUG_ADD_COMMAND_OK)
             case DebugLast(count=count):
                 return self._debug_last(count)
             case DebugLogLevel(level=level):
@@ -179,10 +174,10 @@ class ALIPProtocol(DeviceProtocol):
     async def _identify(self, ident: str) -> None:
         if self.session.device is not None:
             raise AlipError("You already identified !")
-        greeting = await self.session.identify(ident)
-        self.write(lines.IDENT_ACCEPTED if greeting is not None else lines.IDENT_REFUSED)
-        if greeting is not None:
-            self.session.greet(greeting)
+        await self.identify(ident)
+
+    def answer_identification(self, accepted: bool) -> None:
+        self.write(lines.IDENT_ACCEPTED if accepted else lines.IDENT_REFUSED)
 
     def _device_id(self) -> str:
         device_id = self.session.device_id
@@ -209,14 +204,8 @@ class ALIPProtocol(DeviceProtocol):
 
     # -- settings and commands ---------------------------------------------------------
 
-    async def _send_pending_settings(self) -> None:
-        assert self.session.device is not None
-        pending = await self.session.device.settings_to_send()
-        self.send_settings(sorted(pending.items()))
-
     async def _send_setting(self, name: str) -> None:
-        assert self.session.device is not None
-        value = (await self.session.device.settings()).get(name, "")
+        value = await self.session.setting(name)
         line = self._setting_line(name, value)
         if line is None:
             raise AlipError(f'Setting "{name}" cannot be sent: its value spans lines')
@@ -228,35 +217,21 @@ class ALIPProtocol(DeviceProtocol):
             raise AlipError(f"Unknown command number {number}")
         await self.session.ack_command(command_id, None)
 
-    async def _resend_commands(self) -> None:
-        assert self.session.device is not None
-        self.send_commands(sorted((await self.session.device.commands()).items()))
+    async def _answered(self, done: Awaitable[None], answer: bytes) -> None:
+        await done
+        self.write(answer)
 
-    async def _debug_set_setting(self, name: str, value: str) -> None:
-        assert self.session.device is not None
-        await self.session.device.define_setting(name, value)
-        self.write(lines.DEBUG_SET_SETTING_OK)
-        self._control(topics.SEND_SETTINGS)
+    async def _select_firmware(self, name: str) -> None:
+        found = await self._firmware.select(name)
+        self.write(lines.FIRMWARE_FOUND if found else lines.FIRMWARE_NOT_FOUND)
 
-    async def _debug_add_command(self, text: str) -> None:
-        assert self.session.device is not None
-        await self.session.device.add_command(text)
-        self.write(lines.DEBUG_ADD_COMMAND_OK)
-        self._control(topics.SEND_COMMANDS)
-
-    def _control(self, call: str) -> None:
-        """Ask every receiver holding this device to push, as the CLI would."""
-        to = f"{topics.RECEIVERS};device_id={self._device_id()}"
-        self.factory.context.publisher.publish(Envelope.make(to, call, self.session.sender))
+    async def _firmware_chunk(self, offset: int, size: int) -> None:
+        self.write(lines.firmware_chunk(offset, await self._firmware.chunk(offset, size)))
 
     async def _debug_last(self, count: int) -> None:
-        assert self.session.device is not None
-        timeseries = self.factory.context.timeseries
         self.write(lines.LAST_BEGIN)
         if count > 0:
-            records = timeseries.records(
-                self.session.device.series_id, limit=count, page_size=LAST_PAGE_SIZE
-            )
+            records = self.session.last_records(count)
             async with aclosing(records):
                 async for record in records:
                     await self.drained()  # records can be large: as fast as the device reads
@@ -265,35 +240,6 @@ class ALIPProtocol(DeviceProtocol):
                     line = lines.last_record(record.time, record.type, json.dumps(record.data))
                     self.write(line)
         self.write(lines.LAST_END)
-
-    # -- firmware ----------------------------------------------------------------------
-
-    async def _select_firmware(self, name: str) -> None:
-        try:
-            self._firmware = await self.factory.context.firmwares.open(name)
-        except BlobError as exc:
-            self.log.warning("firmware %r: %s", name, exc)
-            self._firmware = None
-        self.write(lines.FIRMWARE_FOUND if self._firmware else lines.FIRMWARE_NOT_FOUND)
-
-    def _selected_firmware(self) -> BlobFile:
-        if self._firmware is None:
-            raise AlipError("No firmware selected (F N <name>)")
-        return self._firmware
-
-    async def _firmware_chunk(self, offset: int, size: int) -> None:
-        firmware = self._selected_firmware()
-        try:
-            chunk = await firmware.read_at(offset, min(size, MAX_FIRMWARE_CHUNK))
-        except BlobError as exc:
-            # Replaced or removed since it was selected: its blocks are gone for good, so
-            # "try again later" would never work; selecting it again does.
-            self.log.warning("firmware %r: %s", firmware, exc)
-            self._firmware = None
-            raise AlipError(
-                f'Firmware "{firmware.name}" changed since it was selected: select it again'
-            ) from None
-        self.write(lines.firmware_chunk(offset, chunk))
 
     # -- lines to the device (the session's DeviceLink) --------------------------------
 

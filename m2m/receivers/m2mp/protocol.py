@@ -116,10 +116,7 @@ class M2MPProtocol(DeviceProtocol):
         if self.session.device is not None:
             self._send(IdentificationResult(accepted=ident == await self.session.device.ident()))
             return
-        greeting = await self.session.identify(ident)
-        self._send(IdentificationResult(greeting is not None))
-        if greeting is not None:
-            self.session.greet(greeting)
+        await self.identify(ident)
 
     def _data(self, frame: Data) -> None:
         channel = self._incoming.name(frame.channel_id)
@@ -219,6 +216,9 @@ class M2MPProtocol(DeviceProtocol):
 
     def request_capabilities(self) -> None:
         self._send_array_on(STATUS_CHANNEL, ["g", "cap"])
+
+    def answer_identification(self, accepted: bool) -> None:
+        self._send(IdentificationResult(accepted))
 
     def ping(self, counter: int) -> None:
         self._send(ServerPing(counter))
