@@ -194,7 +194,7 @@ class Services:
             instance=uuid.uuid4().hex[:16],
         )
         self._consume(topics.RECEIVERS, self.channel, connections.control)
-        self._consume(topics.EVENTS, EVENTS_DRAIN_CHANNEL, _let_go)
+        self._consume(topics.EVENTS, EVENTS_DRAIN_CHANNEL, None)
         for name in names:
             listen = getattr(self.config.receivers, name).listen
             service = ReceiverService(name, listen, DeviceServerFactory(context, PROTOCOLS[name]))
@@ -222,7 +222,7 @@ class Services:
             )  # fmt: skip
             await asyncio.sleep(self.config.receivers.timing.heartbeat_interval)
 
-    def _consume(self, topic: str, channel: str, handler: Handler) -> None:
+    def _consume(self, topic: str, channel: str, handler: Handler | None) -> None:
         assert self._publisher is not None
         consumer = Consumer(topic, channel, handler, self.config.nsq, self._publisher)
         consumer.start()
@@ -255,7 +255,3 @@ class Services:
         if self._operations is not None:
             await self._operations.stop()
         log.info("stopped")
-
-
-async def _let_go(_: Envelope) -> None:
-    """The ``events`` drain's handler: the message is finished, nothing else."""

@@ -100,10 +100,11 @@ class Consumer:
         self,
         topic: str,
         channel: str,
-        handler: Handler,
+        handler: Handler | None,
         config: NsqConfig,
         publisher: Publisher,
     ) -> None:
+        """``handler`` None: a drain, finishing every message unread (not even decoded)."""
         self.topic = topic
         self.channel = channel
         self._handler = handler
@@ -159,6 +160,10 @@ class Consumer:
             self._reader = None
 
     def _on_message(self, message: nsq.Message) -> bool | None:
+        handler = self._handler
+        if handler is None:
+            self.stats.handled += 1
+            return True
         try:
             envelope = Envelope.from_json(message.body)
             channel = envelope.channel
@@ -169,19 +174,19 @@ class Consumer:
             self.stats.skipped += 1
             return True
         message.enable_async()
-        task = asyncio.get_running_loop().create_task(self._handle(envelope, message))
+        task = asyncio.get_running_loop().create_task(self._handle(handler, envelope, message))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return None
 
-    async def _handle(self, envelope: Envelope, message: nsq.Message) -> None:
+    async def _handle(self, handler: Handler, envelope: Envelope, message: nsq.Message) -> None:
         started = time.time()
         self._message_age.observe(max(0.0, started - message.timestamp / 1e9))
         try:
             try:
-                await self._handler(envelope)
+                await handler(envelope)
             except Unavailable as exc:
-                await self._until_available(envelope, message, exc)
+                await self._until_available(handler, envelope, message, exc)
         except InvalidInput as exc:
             self._count_invalid(exc, message.body)
             message.finish()
@@ -196,7 +201,7 @@ class Consumer:
             self.stats.handler_seconds += time.time() - started
 
     async def _until_available(
-        self, envelope: Envelope, message: nsq.Message, failure: Unavailable
+        self, handler: Handler, envelope: Envelope, message: nsq.Message, failure: Unavailable
     ) -> None:
         """Handle the message again until an attempt does not fail for an outage."""
         self._outage.failed(failure)
@@ -214,7 +219,7 @@ class Consumer:
                     failed = first
                     first = None
                     raise failed
-                await self._handler(envelope)
+                await handler(envelope)
 
     def _held_longer(self, message: nsq.Message, state: RetryCallState) -> None:
         """Another attempt will come: tell nsqd we still work on the message."""
