@@ -17,6 +17,7 @@ note the sensor under ``listed-sensors/<name>/`` (see :mod:`device_series`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import time
@@ -92,8 +93,9 @@ class Device:
     database: Database
     id: str
 
-    @property
+    @functools.cached_property
     def node(self) -> RegistryNode:
+        """Its path validated once: a session asks for its children at every step."""
         return RegistryNode(self.database, f"{DEVICES}{self.id}/")
 
     @property

@@ -64,12 +64,21 @@ def child_path(path: str, name: str) -> str:
 
 
 def check_name(name: str, parent: str = "") -> None:
-    """Raise :class:`InvalidPathError` unless ``name`` can name a child (of ``parent``)."""
+    """Raise :class:`InvalidPathError` unless ``name`` can name a child (of the normalised
+    ``parent``)."""
     if not name:
         raise InvalidPathError(parent, "a child name cannot be empty")
     if SEPARATOR in name:
         raise InvalidPathError(f"{parent}{name}", "a child name cannot contain '/'")
-    normalize_path(f"{parent or ROOT}{name}{SEPARATOR}")
+    path = f"{parent or ROOT}{name}{SEPARATOR}"
+    if (
+        path.isascii()  # so no lone surrogate, and as many bytes as characters
+        and len(path) <= MAX_PATH_BYTES
+        and name not in (".", "..")
+        and not _CONTROL_CHARACTER.search(name)
+    ):
+        return  # the parent is valid, and so is the name: most names, checked quickly
+    normalize_path(path)  # says what is wrong, if anything is
 
 
 def _check_segment(path: str, segment: str) -> None:
