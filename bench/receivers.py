@@ -362,12 +362,8 @@ def start_serve(
     profile_file = profile / f"{name}.prof" if profile else None
     if profile_file is None:
         command = [M2M, *arguments]
-    else:  # cProfile.run keeps the stats when serve ends with SystemExit
-        command = [
-            sys.executable, "-c",
-            "import cProfile, sys; from m2m.entry import main; "
-            f"sys.argv = ['m2m', *{arguments!r}]; cProfile.run('main()', {str(profile_file)!r})",
-        ]  # fmt: skip
+    else:  # the main thread's CPU time, not its wall time: waits are not work
+        command = [sys.executable, "-c", PROFILED_SERVE.format(arguments, str(profile_file))]
     log = directory / f"{name}.log"
     env = {**os.environ, "PYTHONPATH": str(code)} if code else None
     with open(log, "wb") as out:
@@ -383,6 +379,18 @@ def start_serve(
     return Serve(process, ports, log, profile_file)
 
 
+PROFILED_SERVE = """
+import cProfile, sys, time
+from m2m.entry import main
+sys.argv = ['m2m', *{0!r}]
+profile = cProfile.Profile(time.thread_time)
+try:
+    profile.runcall(main)
+finally:
+    profile.dump_stats({1!r})
+"""
+
+
 def print_profile(path: Path, lines: int = 20) -> None:
     """The functions with the most time of their own, then m2m's with the most in all."""
     for order, title, only in (
@@ -392,7 +400,7 @@ def print_profile(path: Path, lines: int = 20) -> None:
         out = io.StringIO()
         stats = pstats.Stats(str(path), stream=out)
         stats.sort_stats(order).print_stats(only, lines)
-        print(f"\n--- {path.name}: by {title} (main thread only) ---")
+        print(f"\n--- {path.name}: by {title} (main thread's CPU seconds) ---")
         table = out.getvalue().splitlines()
         start = next(i for i, line in enumerate(table) if line.lstrip().startswith("ncalls"))
         print("\n".join(line for line in table[start:] if line.strip()))
@@ -1080,48 +1088,89 @@ def session_ident(kind: str, i: int) -> str:
     return f"bench:{kind}{i:05d}"
 
 
-async def bench_sessions(
-    plan: Plan, results: Results, settings: dict[str, Any], binary: Path, directory: Path,
-    database: Database, profile: Path | None,
-) -> None:  # fmt: skip
-    scenario = "6 sessions"
-    count, storm = plan.session_devices, plan.storm_devices
-    known = [session_ident("known", i) for i in range(max(count, storm))]
-    heading(f"{scenario}: {count:,} known and {count:,} new devices one batch at a time, "
-            f"then {storm:,} known at once")  # fmt: skip
-    started = time.perf_counter()
-    await create_devices(database, known)
-    print(f"  ({len(known):,} devices registered in {time.perf_counter() - started:.1f} s)")
-    async with running(settings, binary, directory, ("m2mp",), profile) as (serve, nsqd):
+@dataclass(frozen=True)
+class SessionFigures:
+    known: float
+    """Receiver CPU seconds per identification and greeting of a known device."""
+    new: float
+    """The same for a new device."""
+    storm_wall: float
+    storm_cpu: float
+    """Receiver CPU seconds per device of the storm."""
+    storm_peak_mb: float
+
+
+async def measure_sessions(
+    settings: dict[str, Any], binary: Path, directory: Path, known: Sequence[str],
+    new: Sequence[str], profile: Path | None, code: Path | None,
+) -> SessionFigures:  # fmt: skip
+    """One receiver process (of the source tree ``code``, else this one): the known and new
+    devices one batch at a time, then the storm of every known one."""
+    count = len(new)
+    async with running(settings, binary, directory, ("m2mp",), profile, code=code) as (
+        serve,
+        nsqd,
+    ):
         port = serve.ports["m2mp"]
         async with contextlib.AsyncExitStack() as exits:  # the code paths warm
-            await greet_all(port, [session_ident("warm", 0), known[0]], exits, CONNECT_BATCH)
-        for kind, idents, original in (
-            ("known", known[:count], ORIGINAL_KNOWN_IDENTIFICATION),
-            ("new", [session_ident("new", i) for i in range(count)], ORIGINAL_NEW_IDENTIFICATION),
-        ):
+            await greet_all(port, [f"{new[0]}w", known[0]], exits, CONNECT_BATCH)
+        costs = []
+        for idents in (known[:count], new):
             await settled(nsqd)
             async with contextlib.AsyncExitStack() as exits:
                 with CpuWindow(serve) as window:
                     await greet_all(port, idents, exits, CONNECT_BATCH)
-            cost = window.serve_cpu / len(idents)
-            results.add(scenario, f"receiver CPU/identification, {kind}",
-                        micros(window.serve_cpu, len(idents)), f"<= {original * 1e3:.2f} ms "
-                        "(original)", cost <= original)  # fmt: skip
+            costs.append(window.serve_cpu / count)
         await settled(nsqd)
         async with contextlib.AsyncExitStack() as exits:
-            with CpuWindow(serve) as window:
-                await greet_all(port, known[:storm], exits, STORM_CONNECTING)
+            with CpuWindow(serve) as storm:
+                await greet_all(port, known, exits, STORM_CONNECTING)
             peak = serve.serves[0].peak_rss_mb()
-    results.add(
-        scenario,
-        f"storm: {storm:,} greeted in",
-        f"{window.wall:.1f} s",
-        f"< {STORM_GOAL:.0f} s for 10,000",
-        window.wall < STORM_GOAL * storm / 10_000,
-    )
-    results.add(scenario, "storm: receiver CPU/device", micros(window.serve_cpu, storm))
-    results.add(scenario, "storm: receiver peak RSS", f"{peak:,.0f} MB")
+    return SessionFigures(costs[0], costs[1], storm.wall, storm.serve_cpu / len(known), peak)
+
+
+async def bench_sessions(
+    plan: Plan, results: Results, settings: dict[str, Any], binary: Path, directory: Path,
+    database: Database, profile: Path | None, before: Path | None,
+) -> None:  # fmt: skip
+    scenario = "6 sessions"
+    count, storm = plan.session_devices, plan.storm_devices
+    known = [session_ident("known", i) for i in range(max(count, storm))]
+    again = ", then all again before" if before else ""
+    heading(f"{scenario}: {count:,} known and {count:,} new devices one batch at a time, "
+            f"then {storm:,} known at once{again}")  # fmt: skip
+    started = time.perf_counter()
+    await create_devices(database, known)
+    print(f"  ({len(known):,} devices registered in {time.perf_counter() - started:.1f} s)")
+    new = [session_ident("new", i) for i in range(count)]
+    now = await measure_sessions(settings, binary, directory, known[:storm], new, profile,
+                                 None)  # fmt: skip
+    for kind, cost, original in (
+        ("known", now.known, ORIGINAL_KNOWN_IDENTIFICATION),
+        ("new", now.new, ORIGINAL_NEW_IDENTIFICATION),
+    ):
+        results.add(scenario, f"receiver CPU/identification, {kind}", f"{cost * 1e6:,.0f} µs",
+                    f"<= {original * 1e6:,.0f} µs (original)", cost <= original)  # fmt: skip
+    results.add(scenario, f"storm: {storm:,} greeted in", f"{now.storm_wall:.1f} s",
+                f"< {STORM_GOAL:.0f} s for 10,000",
+                now.storm_wall < STORM_GOAL * storm / 10_000)  # fmt: skip
+    results.add(scenario, "storm: receiver CPU/device", f"{now.storm_cpu * 1e6:,.0f} µs")
+    results.add(scenario, "storm: receiver peak RSS", f"{now.storm_peak_mb:,.0f} MB")
+    if before is None:
+        return
+    old_new = [session_ident("old", i) for i in range(count)]
+    then = await measure_sessions(settings, binary, directory, known[:storm], old_new,
+                                  profile, before)  # fmt: skip
+    for name, value, base in (
+        ("receiver CPU/identification, known", now.known, then.known),
+        ("receiver CPU/identification, new", now.new, then.new),
+        ("storm wall time", now.storm_wall, then.storm_wall),
+        ("storm: receiver CPU/device", now.storm_cpu, then.storm_cpu),
+    ):
+        results.add(scenario, f"{name}, now / before", f"{value / base:.0%}")
+    results.add(scenario, "before: known, new, storm",
+                f"{then.known * 1e6:,.0f} µs, {then.new * 1e6:,.0f} µs, "
+                f"{then.storm_wall:.1f} s")  # fmt: skip
 
 
 # --- The run --------------------------------------------------------------------------
@@ -1156,10 +1205,11 @@ async def run(
                                    config.cassandra.max_in_flight, profile, processes)  # fmt: skip
         if "idle" in scenarios:
             await bench_idle(plan, results, settings, binary, directory)
+        before = source_tree(baseline, directory) if baseline else None
         if "sessions" in scenarios:
-            await bench_sessions(plan, results, settings, binary, directory, database, profile)
+            await bench_sessions(plan, results, settings, binary, directory, database, profile,
+                                 before)  # fmt: skip
         if "metrics" in scenarios:
-            before = source_tree(baseline, directory) if baseline else None
             await bench_metrics_cost(plan, results, settings, binary, directory, database,
                                      config.cassandra.max_in_flight, before, rounds)  # fmt: skip
     finally:
@@ -1194,8 +1244,8 @@ def main() -> None:
     parser.add_argument("--storm", type=int, help="devices of the connection storm "
                         "(default 10,000; quick 1,000)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
-    parser.add_argument("--baseline-rev", metavar="REV", help="metrics scenario: also run "
-                        "serve from this git revision (the code before metrics)")  # fmt: skip
+    parser.add_argument("--baseline-rev", metavar="REV", help="metrics and sessions scenarios: "
+                        "also run serve from this git revision (the code before)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="metrics scenario: rounds of "
                         "its runs, in turns (default 3)")  # fmt: skip
     parser.add_argument("--profile", metavar="DIR", type=Path, help="run each m2m serve under "
