@@ -18,6 +18,9 @@ from typing import Final, Self, TypeVar
 
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds a wait lasts unless told otherwise: long for a local server, short for a test."""
+CLOSE_GRACE: Final = 5.0
+"""Seconds a closed connection has to flush what was sent on it: a server that stopped
+reading never takes it, and the connection is then cut."""
 
 _READ_SIZE: Final = 65_536
 _T = TypeVar("_T")
@@ -43,6 +46,7 @@ class DeviceClient(ABC):
         self._arrival = asyncio.Event()
         self._over = asyncio.Event()
         self._end_reason = ""
+        self._cut: asyncio.TimerHandle | None = None
         self._reading = asyncio.create_task(self._read_until_over(reader))
 
     @classmethod
@@ -68,6 +72,11 @@ class DeviceClient(ABC):
         return self._over.is_set()
 
     @property
+    def end_reason(self) -> str:
+        """Why the connection is over ("" while it is not)."""
+        return self._end_reason if self.over else ""
+
+    @property
     def local_address(self) -> str:
         """``ip:port`` of our end, as the server names its peer (events, ``DB SOURCE``)."""
         host, port, *_ = self._writer.get_extra_info("sockname")
@@ -82,9 +91,14 @@ class DeviceClient(ABC):
         await self._writer.drain()
 
     def close(self) -> None:
-        """Close the connection; waits in progress end with `ConnectionError`."""
+        """Close the connection once what was sent is flushed (cut after ``CLOSE_GRACE``
+        s if the server does not read it); waits in progress end with `ConnectionError`."""
         self._end_reason = self._end_reason or "the client closed the connection"
         self._writer.close()
+        if self._cut is None and not self.over:
+            self._cut = asyncio.get_running_loop().call_later(
+                CLOSE_GRACE, self._writer.transport.abort
+            )
 
     async def closed(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """True once the connection is over (the server closed it), False if still open."""
@@ -142,3 +156,5 @@ class DeviceClient(ABC):
         finally:
             self._over.set()
             self._arrival.set()  # waits see the end instead of sleeping to their timeout
+            if self._cut is not None:
+                self._cut.cancel()

@@ -395,3 +395,30 @@ async def test_many_devices_share_one_process(server: FakeServer) -> None:
         ident, data, ping = [await server_side.next_line() for _ in range(3)]
         number = int(ident.decode().removeprefix("ID imei:"))
         assert (data, ping) == (f"D T {number}\n".encode(), f"A {number}\n".encode())
+
+
+async def test_leaving_does_not_hang_on_a_server_that_stopped_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What was sent cannot be flushed: the connection is cut after the grace period, and
+    the device says why it is over."""
+    monkeypatch.setattr("m2m.receivers.device_client.CLOSE_GRACE", SHORT)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_read(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    listening = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    try:
+        async with await ALIPClient.connect("127.0.0.1", port) as client:
+            line = "D L " + "4" * 60_000
+            for _ in range(400):  # far more than the sockets' buffers hold
+                client.send_line(line)
+        assert client.over
+        assert client.end_reason == "the client closed the connection"
+    finally:
+        for writer in accepted:
+            writer.close()
+        listening.close()
+        await listening.wait_closed()
