@@ -14,6 +14,7 @@ from m2m.cli.firmware import firmware
 from m2m.cli.registry import registry
 from m2m.cli.schema import schema
 from m2m.cli.serve import serve
+from m2m.cli.simulate import simulate
 from m2m.cli.stack import stack
 from m2m.cli.status import status
 from m2m.cli.ts import ts
@@ -49,5 +50,6 @@ for command in (
     user,
     firmware,
     bus,
+    simulate,
 ):
     main.add_command(command)
