@@ -54,7 +54,6 @@ import itertools
 import json
 import os
 import pstats
-import resource
 import signal
 import socket
 import statistics
@@ -79,26 +78,34 @@ from m2m.bus import topics
 from m2m.cassandra import Database
 from m2m.config import Config, load_config
 from m2m.receivers.alip.client import ALIPClient
+from m2m.receivers.device_client import DeviceClient
 from m2m.receivers.m2mp.client import M2MPClient
 from m2m.receivers.m2mp.codec import ChannelDefinition, Data, encode
 from m2m.registry.device import Devices, device_id_for
 from m2m.registry.firmware import Firmwares
 from m2m.services import CONVERTER_CHANNEL, RECEIVERS, STORAGE_CHANNEL
+from m2m.simulate import (
+    ALIP,
+    ALIP_LOCATION,
+    CONNECT_BATCH,
+    LOCATION_CHANNEL,
+    M2MP,
+    M2MP_LOCATION,
+    Dialect,
+    connect_devices,
+    raise_open_files_limit,
+)
 from m2m.stack.provision import nsq_artifact
 from m2m.timeseries import TimeSeries
 
 M2M = str(Path(sys.executable).parent / "m2m")
 HOST = "127.0.0.1"
-CONNECT_BATCH = 50
-"""Devices connecting at once: Twisted's default listen backlog."""
 IDENTIFY_TIMEOUT = 120.0
 SEND_CHUNK = 64
 """Frames or lines a device writes at once before letting the other devices write."""
-LOCATION_CHANNEL = "sen:loc"
-LOCATION = struct.pack(">ff", 48.8566, 2.3522)
-LOCATION_FRAMES = encode(ChannelDefinition(0, LOCATION_CHANNEL)), encode(Data(0, LOCATION))
+LOCATION_FRAMES = encode(ChannelDefinition(0, LOCATION_CHANNEL)), encode(Data(0, M2MP_LOCATION))
 """The definition of channel 0 as sen:loc, then one frame of it (f32 lat, f32 lon)."""
-ALIP_LINE = b"D L 48.85,2.35\n"
+ALIP_LINE = f"{ALIP_LOCATION}\n".encode()
 SETTINGS_CHANNEL = "_set"
 ORIGINAL_KNOWN_IDENTIFICATION = 1.75e-3
 ORIGINAL_NEW_IDENTIFICATION = 2.9e-3
@@ -124,6 +131,7 @@ KiB = 1024
 MiB = 1024 * 1024
 
 _T = TypeVar("_T")
+_C = TypeVar("_C", bound=DeviceClient)
 
 
 @dataclass(frozen=True)
@@ -529,28 +537,25 @@ async def in_batches(
     return made
 
 
-async def m2mp_devices(
+async def identified(
+    dialect: Dialect[_C], port: int, idents: Sequence[str], exits: contextlib.AsyncExitStack,
+    batch: int = CONNECT_BATCH,
+) -> list[_C]:  # fmt: skip
+    """The devices connected and identified as ``m2m simulate`` does it (``batch`` at a
+    time), closed when ``exits`` closes; RuntimeError if any did not get in."""
+    fleet = await connect_devices(dialect, HOST, port, idents, exits, batch=batch,
+                                  timeout=IDENTIFY_TIMEOUT)  # fmt: skip
+    problems = {**fleet.refused, **fleet.failed}
+    if problems:
+        device_ident, why = next(iter(problems.items()))
+        raise RuntimeError(f"{len(problems):,} devices did not get in, {device_ident}: {why}")
+    return [fleet.identified[name] for name in idents]
+
+
+def m2mp_devices(
     port: int, count: int, exits: contextlib.AsyncExitStack, first: int = 0
-) -> list[M2MPClient]:
-    """``count`` identified M2MP devices, closed when ``exits`` closes."""
-
-    async def device(i: int) -> M2MPClient:
-        client = await exits.enter_async_context(await M2MPClient.connect(HOST, port))
-        if not await client.identify(ident(first + i), timeout=IDENTIFY_TIMEOUT):
-            raise RuntimeError(f"{ident(first + i)} refused")
-        return client
-
-    return await in_batches(device, count)
-
-
-async def alip_devices(port: int, count: int, exits: contextlib.AsyncExitStack) -> list[ALIPClient]:
-    async def device(i: int) -> ALIPClient:
-        client = await exits.enter_async_context(await ALIPClient.connect(HOST, port))
-        if not await client.identify(ident(i), timeout=IDENTIFY_TIMEOUT):
-            raise RuntimeError(f"{ident(i)} refused")
-        return client
-
-    return await in_batches(device, count)
+) -> Awaitable[list[M2MPClient]]:
+    return identified(M2MP, port, [ident(first + i) for i in range(count)], exits)
 
 
 async def send_repeatedly(
@@ -669,7 +674,8 @@ async def bench_alip(
     heading(f"{scenario}: {plan.alip_connections} connections, {plan.frames:,} `D L` lines")
     async with running(settings, binary, directory, ("alip",), profile) as (serve, nsqd):
         async with contextlib.AsyncExitStack() as exits:
-            clients = await alip_devices(serve.ports["alip"], plan.alip_connections, exits)
+            idents = [ident(i) for i in range(plan.alip_connections)]
+            clients = await identified(ALIP, serve.ports["alip"], idents, exits)
             await asyncio.gather(*(send_repeatedly(c, ALIP_LINE, 5) for c in clients))
             base = topic_count(await settled(nsqd), topics.STORAGE)
             counts = shares(plan.frames, len(clients))
@@ -1057,31 +1063,21 @@ async def bench_idle(
 # --- 6. Sessions: identification, greeting, the storm ---------------------------------
 
 STORM_CONNECTING = 1000
-"""Storm devices in their TCP handshake and identification at once: what the receiver's
-listen backlog holds, as the kernel would let a real fleet in."""
+"""Storm devices connecting at once, a batch after another: what the receivers' listen
+backlog holds, as the kernel would let a real fleet in."""
 GREETED_TIMEOUT = 300.0
-
-
-async def greeted_device(port: int, device_ident: str, exits: contextlib.AsyncExitStack) -> None:
-    """A device connected, identified and greeted: for a device with no settings and no
-    capabilities on record, the greeting ends with the receiver asking for its settings."""
-    client = await exits.enter_async_context(await M2MPClient.connect(HOST, port))
-    if not await client.identify(device_ident, timeout=GREETED_TIMEOUT):
-        raise RuntimeError(f"{device_ident} refused")
-    await client.receive_array(SETTINGS_CHANNEL, timeout=GREETED_TIMEOUT)
 
 
 async def greet_all(
     port: int, idents: Sequence[str], exits: contextlib.AsyncExitStack, at_once: int
 ) -> None:
-    """Every device of ``idents`` greeted, ``at_once`` of them connecting at a time."""
-    slots = asyncio.Semaphore(at_once)
-
-    async def device(device_ident: str) -> None:
-        async with slots:
-            await greeted_device(port, device_ident, exits)
-
-    await asyncio.gather(*(device(name) for name in idents))
+    """Every device of ``idents`` identified (``at_once`` of them connecting at a time) and
+    greeted: for a device with no settings and no capabilities on record, the greeting
+    ends with the receiver asking for its settings."""
+    clients = await identified(M2MP, port, idents, exits, batch=at_once)
+    await asyncio.gather(
+        *(client.receive_array(SETTINGS_CHANNEL, timeout=GREETED_TIMEOUT) for client in clients)
+    )
 
 
 def session_ident(kind: str, i: int) -> str:
@@ -1215,14 +1211,6 @@ async def run(
     finally:
         database.close()
     return results
-
-
-def raise_open_files_limit() -> int:
-    """Thousands of devices need thousands of sockets (here and in serve, which inherits)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def parse_counts(text: str) -> tuple[int, ...]:

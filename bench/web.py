@@ -49,6 +49,7 @@ from bench.receivers import (
     create_devices,
     heading,
     ident,
+    identified,
     in_batches,
     running,
     shares,
@@ -60,6 +61,7 @@ from m2m.registry.device import device_id_for
 from m2m.registry.device_views import SERVER_RECORD_TYPE
 from m2m.registry.domain import DEFAULT_DOMAIN, Domains
 from m2m.registry.user import Users
+from m2m.simulate import ALIP
 from m2m.stack.provision import nsq_artifact
 from m2m.timeseries import TimeSeries
 
@@ -281,14 +283,8 @@ async def bench_live(
     await page.evaluate(LISTEN)
     sent: dict[str, float] = {}
     async with contextlib.AsyncExitStack() as exits:
-
-        async def device(i: int) -> ALIPClient:
-            client = await exits.enter_async_context(await ALIPClient.connect(HOST, alip_port))
-            if not await client.identify(f"bench:live{i:04d}"):
-                raise RuntimeError("refused")
-            return client
-
-        clients = await in_batches(device, devices)
+        idents = [f"bench:live{i:04d}" for i in range(devices)]
+        clients = await identified(ALIP, alip_port, idents, exits)
         await asyncio.sleep(2)  # identification's own events pass before the clock runs
 
         async def send(i: int, client: ALIPClient, count: int) -> None:
