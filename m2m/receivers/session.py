@@ -146,9 +146,7 @@ class DeviceSession:
             self.log.info("unknown device %r refused", ident)
             return None
         self.device = state.device
-        self.router = ChannelRouter(
-            state.routes, state.default_routes, self.context.limits.routes_cached
-        )
+        self.router = state.router(self.context.limits.routes_cached)
         self.context.connections.identified(self)
         self.link.metrics.identified.inc()
         self._event(topics.DEVICE_IDENTIFIED)

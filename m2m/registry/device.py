@@ -16,7 +16,6 @@ note the sensor under ``listed-sensors/<name>/`` (see :mod:`device_series`).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import re
@@ -188,12 +187,6 @@ class Device:
     async def routes(self) -> list[Route]:
         return parse_routes(await self._child("channel-translation").values())
 
-    async def router(self, cache_size: int) -> ChannelRouter:
-        """This device's rules, then the default device's, ready to route channels; the
-        topics of ``cache_size`` channels are remembered."""
-        own, default = await asyncio.gather(self.routes(), DefaultDevice(self.database).routes())
-        return ChannelRouter(own, default, cache_size)
-
     # -- listed sensors ----------------------------------------------------------------
 
     async def note_listed_sensor(self, name: str, when: datetime) -> None:
@@ -244,6 +237,11 @@ class DeviceState:
     routes: list[Route]
     default_routes: list[Route]
     """``/device/default/``'s, tried after the device's own."""
+
+    def router(self, cache_size: int) -> ChannelRouter:
+        """The device's rules, then the default device's, ready to route channels; the
+        topics of ``cache_size`` channels are remembered."""
+        return ChannelRouter(self.routes, self.default_routes, cache_size)
 
     @classmethod
     def read(cls, device: Device, states: Mapping[str, NodeState]) -> DeviceState:

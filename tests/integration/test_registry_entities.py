@@ -23,7 +23,7 @@ from m2m.registry.domain import Domains
 from m2m.registry.named import EntityExistsError, EntityInUseError, EntityNotFoundError
 from m2m.registry.node import RegistryNode
 from m2m.registry.paths import InvalidPathError
-from m2m.registry.routes import InvalidRouteError, Route
+from m2m.registry.routes import ChannelRouter, InvalidRouteError, Route
 from m2m.registry.user import Users
 
 
@@ -116,6 +116,13 @@ async def test_status_values(device: Device) -> None:
     assert await device.status() == {"cap": "sen:loc", "fw": "1.3"}
 
 
+async def _router(device: Device) -> ChannelRouter:
+    """The device's routes as its session reads them when it identifies."""
+    state = await Devices(device.database).identify(await device.ident(), enroll=False)
+    assert state is not None
+    return state.router(cache_size=256)
+
+
 async def test_the_device_rules_win_over_the_default_rules(
     database: Database, device: Device
 ) -> None:
@@ -124,14 +131,14 @@ async def test_the_device_rules_win_over_the_default_rules(
     await add_route(default, Route.checked(0, f"^{channel}$", "default-first"))
     await add_route(device, Route.checked(20, "^sen:", "device-broad"))
     await add_route(device, Route.checked(10, "loc", "device-loc"))
-    router = await device.router(cache_size=256)
+    router = await _router(device)
     assert router.topic_for(channel) == "device-broad"  # any device rule before defaults
     assert router.topic_for("sen:loc") == "device-loc"  # lower priority number first
     assert router.topic_for("xsen:locx") == "device-loc"  # unanchored, as the original
     assert router.topic_for("echo") is None
     await remove_route(device, 20, "^sen:")
     await remove_route(device, 10, "loc")
-    assert (await device.router(cache_size=256)).topic_for(channel) == "default-first"
+    assert (await _router(device)).topic_for(channel) == "default-first"
     await remove_route(default, 0, f"^{channel}$")
     with pytest.raises(EntityNotFoundError):
         await remove_route(device, 10, "loc")
