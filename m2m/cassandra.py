@@ -265,7 +265,7 @@ class Database:
         sent: list[tuple[PreparedStatement, Sequence[Any] | None, Future[ResponseFuture]]] = []
         try:
             for cql, params in requests:
-                statement = self._prepared.get(cql) or await self.prepared(cql)
+                statement = await self.prepared(cql)
                 sent.append((statement, params or None, await self._send(statement, params)))
         finally:
             outcomes = await asyncio.gather(
@@ -289,7 +289,7 @@ class Database:
         """
         batch = BatchStatement(BatchType.LOGGED)
         for cql, params in requests:
-            batch.add(self._prepared.get(cql) or await self.prepared(cql), params)
+            batch.add(await self.prepared(cql), params)
         await self._answered(batch, None, None)
 
     async def write_rows(self, requests: Iterable[tuple[str, Sequence[Any]]]) -> None:
@@ -299,10 +299,7 @@ class Database:
         :class:`_RowBatcher`): for many small writes, that costs the driver and Cassandra
         a fraction of a request each. Neither atomic nor isolated, like separate writes.
         """
-        statements = [
-            (self._prepared.get(cql) or await self.prepared(cql)).bind(params)
-            for cql, params in requests
-        ]
+        statements = [(await self.prepared(cql)).bind(params) for cql, params in requests]
         if statements:
             await self._rows.write(statements)
 
@@ -325,7 +322,7 @@ class Database:
         page_size: int | None,
         paging_state: bytes | None,
     ) -> tuple[list[Row], bytes | None]:
-        statement = self._prepared.get(cql) or await self.prepared(cql)
+        statement = await self.prepared(cql)
         if page_size is not None:
             statement = statement.bind(params)
             statement.fetch_size = page_size
