@@ -31,7 +31,7 @@ from m2m.registry.device_series import SERIES_PREFIX
 from m2m.registry.domain import DEFAULT_DOMAIN, Domain, Domains
 from m2m.registry.named import EntityExistsError, EntityNotFoundError
 from m2m.registry.node import NodeState, NodeStatus, RegistryNode, Write, load_nodes
-from m2m.registry.paths import child_path
+from m2m.registry.paths import InvalidPathError, child_path
 from m2m.registry.routes import ChannelRouter, Route, parse_routes
 
 _GREETING_CHILDREN = ("settings", "settings-to-send", "commands", "status", "channel-translation")
@@ -342,8 +342,12 @@ class Devices:
         return device if await device.node.exists() else None
 
     async def find(self, ident_or_id: str) -> Device:
-        """A device named by ident or by id; EntityNotFoundError otherwise."""
-        found = await self.by_ident(ident_or_id) or await self.by_id(ident_or_id)
+        """A device named by ident or by id; EntityNotFoundError otherwise (a path, say)."""
+        try:
+            found = await self.by_ident(ident_or_id)
+        except InvalidPathError:  # no ident at all: perhaps an id
+            found = None
+        found = found or await self.by_id(ident_or_id)
         if found is None:
             raise EntityNotFoundError(f"no device with ident or id {ident_or_id!r}")
         return found

@@ -71,6 +71,8 @@ async def test_unknown_devices_and_bad_idents(database: Database) -> None:
     assert await devices.by_id("not-a-uuid") is None
     with pytest.raises(EntityNotFoundError):
         await devices.find("imei:000")
+    with pytest.raises(EntityNotFoundError, match="no device with ident or id '/device/x/'"):
+        await devices.find("/device/x/")  # a path is neither
     with pytest.raises(InvalidPathError):
         await devices.create("bad/ident")
 
