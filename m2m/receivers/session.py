@@ -1,10 +1,12 @@
 """A device's session, whatever protocol it speaks: identity, events, settings, commands.
 
-M2MP and ALIP differ on the wire and agree on everything else, so that part lives here once:
-identification against the registry (with the enrollment policy), the ``events`` of the
-connection's life and its ``_server`` records, which settings and commands to push and when,
-acknowledgements, the records the device sends, and the control messages from the bus.
-A protocol adapter owns the wire and implements :class:`DeviceLink`.
+M2MP and ALIP differ on the wire and agree on everything else, so that part lives here once.
+The rules that need no I/O (identify first, timers, what to push when) are
+:class:`~m2m.receivers.session_rules.SessionRules`'; this is the I/O they need:
+identification against the registry in one request (with the enrollment policy), the
+``events`` of the connection's life and its ``_server`` records, pushing settings and
+commands, acknowledgements, the records the device sends, and the control messages from
+the bus. A protocol adapter owns the wire and implements :class:`DeviceLink`.
 
 What the device sends is only published: it is safe once nsqd acknowledged it. When the
 device asks whether it is (ALIP ``A``, M2MP ping), ``when_safe`` answers once everything
