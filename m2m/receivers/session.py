@@ -2,7 +2,7 @@
 
 M2MP and ALIP differ on the wire and agree on everything else, so that part lives here once.
 The rules that need no I/O (identify first, timers, what to push when) are
-:class:`~m2m.receivers.session_rules.SessionRules`'; this is the I/O they need:
+:class:`~m2m.receivers.session_rules.SessionRules`; this is the I/O they need:
 identification against the registry in one request (with the enrollment policy), the
 ``events`` of the connection's life and its ``_server`` records, pushing settings and
 commands, acknowledgements, the records the device sends, and the control messages from
