@@ -207,19 +207,22 @@ def start_platform(
     directory: Path,
     only: str | None = None,
     metrics: bool = False,
+    tls: Path | None = None,
     **receivers: object,
 ) -> Platform:
     """``m2m serve`` on free ports with fast session timings, ready for devices; with
-    ``metrics``, its operations port too (``metrics.listen``)."""
+    ``metrics``, its operations port too (``metrics.listen``); with ``tls`` (a directory
+    ``m2m tls init`` filled), the receivers serve TLS with its server certificate."""
     settings = yaml.safe_load(base_config.read_text())
     m2mp_port, alip_port, web_port = free_port(), free_port(), free_port()
     settings["web"] = {"listen": f"tcp:{web_port}:interface=127.0.0.1"}
     metrics_port = free_port() if metrics else None
     if metrics_port is not None:
         settings["metrics"] = {"listen": f"tcp:{metrics_port}:interface=127.0.0.1"}
+    kind = f"ssl:privateKey={tls}/server.key:certKey={tls}/server.pem" if tls else "tcp"
     settings["receivers"] = {
-        "m2mp": {"listen": f"tcp:{m2mp_port}:interface=127.0.0.1"},
-        "alip": {"listen": f"tcp:{alip_port}:interface=127.0.0.1"},
+        "m2mp": {"listen": f"{kind}:port={m2mp_port}:interface=127.0.0.1"},
+        "alip": {"listen": f"{kind}:port={alip_port}:interface=127.0.0.1"},
         "timing": FAST_TIMING,
         **receivers,
     }

@@ -17,6 +17,7 @@ from m2m.cli.serve import serve
 from m2m.cli.simulate import simulate
 from m2m.cli.stack import stack
 from m2m.cli.status import status
+from m2m.cli.tls import tls
 from m2m.cli.ts import ts
 from m2m.cli.user import user
 
@@ -51,5 +52,6 @@ for command in (
     firmware,
     bus,
     simulate,
+    tls,
 ):
     main.add_command(command)

@@ -11,6 +11,7 @@ it is interested in and leaves the others for later waits. A wait ends with
 from __future__ import annotations
 
 import asyncio
+import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
@@ -50,8 +51,18 @@ class DeviceClient(ABC):
         self._reading = asyncio.create_task(self._read_until_over(reader))
 
     @classmethod
-    async def connect(cls, host: str, port: int, *, answer_server_pings: bool = True) -> Self:
-        reader, writer = await asyncio.open_connection(host, port)
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        answer_server_pings: bool = True,
+        tls: ssl.SSLContext | None = None,
+    ) -> Self:
+        """A device connected to ``host:port``, inside TLS with the ``tls`` context if given
+        (it says which CA the receiver's certificate must come from, and the device's own
+        certificate if it has one)."""
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls)
         return cls(reader, writer, answer_server_pings=answer_server_pings)
 
     async def __aenter__(self) -> Self:
