@@ -32,11 +32,13 @@ import contextlib
 import math
 import re
 import resource
+import ssl
 import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Generic, TypeVar
 
 from m2m.errors import M2MError
@@ -226,6 +228,7 @@ async def connect_devices(
     *,
     batch: int = CONNECT_BATCH,
     timeout: float = ANSWER_TIMEOUT,
+    tls: ssl.SSLContext | None = None,
     stop: asyncio.Event | None = None,
     on_batch: Callable[[Fleet[C]], None] | None = None,
 ) -> Fleet[C]:
@@ -239,7 +242,7 @@ async def connect_devices(
     async def device(ident: str) -> None:
         try:
             async with asyncio.timeout(timeout):
-                client = await dialect.client.connect(host, port)
+                client = await dialect.client.connect(host, port, tls=tls)
         except (OSError, TimeoutError) as error:
             fleet.failed[ident] = f"cannot connect: {_connect_failure(error, timeout)}"
             return
@@ -379,6 +382,8 @@ class Plan:
     rate: float
     duration: float
     ident_prefix: str = "sim:"
+    tls_ca: Path | None = None
+    """Connect inside TLS, trusting receivers whose certificate this CA signed."""
     timeout: float = ANSWER_TIMEOUT
 
 
@@ -471,6 +476,7 @@ async def simulate(
             device_idents,
             exits,
             timeout=plan.timeout,
+            tls=ssl.create_default_context(cafile=plan.tls_ca) if plan.tls_ca else None,
             stop=stop,
             on_batch=connecting,
         )

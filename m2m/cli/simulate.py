@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any, Final
 
 import click
@@ -123,6 +124,14 @@ def _protocol_command(protocol: str) -> None:
         show_default=True,
         help="What each ident starts with (ALIP: a letter, 2 to 6 letters or digits, ':').",
     )
+    @click.option(
+        "--tls",
+        "tls_ca",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        metavar="CA",
+        default=None,
+        help="Connect inside TLS, trusting a receiver certificate signed by this CA (PEM).",
+    )
     @json_option
     @pass_app
     def command(
@@ -133,11 +142,12 @@ def _protocol_command(protocol: str) -> None:
         rate: float,
         duration: float,
         ident_prefix: str,
+        tls_ca: Path | None,
         as_json: bool,
     ) -> None:
         if host is None or port is None:
-            host, port = _receiver(app.config, protocol, host, port)
-        plan = Plan(protocol, host, port, devices, rate, duration, ident_prefix)
+            host, port = _receiver(app.config, protocol, host, port, tls_ca)
+        plan = Plan(protocol, host, port, devices, rate, duration, ident_prefix, tls_ca=tls_ca)
         with _progress_bars() as show_progress:
             summary = asyncio.run(_until_interrupted(plan, show_progress))
         if as_json:
@@ -152,7 +162,9 @@ for _protocol in DIALECTS:
     _protocol_command(_protocol)
 
 
-def _receiver(config: Config, protocol: str, host: str | None, port: int | None) -> tuple[str, int]:
+def _receiver(
+    config: Config, protocol: str, host: str | None, port: int | None, tls_ca: Path | None
+) -> tuple[str, int]:
     """The host and port not given, from the receiver's ``listen`` in the configuration."""
     key = f"receivers.{protocol}.listen"
     listen: str = getattr(config.receivers, protocol).listen
@@ -160,9 +172,9 @@ def _receiver(config: Config, protocol: str, host: str | None, port: int | None)
     if port is None:
         if address is None:
             raise SimulationError(f"{key} {listen!r} names no fixed TCP port: give --port")
-        if parse_endpoint(listen).kind == "ssl":
+        if parse_endpoint(listen).kind == "ssl" and tls_ca is None:
             raise SimulationError(
-                f"{key} {listen!r} is TLS, which simulate does not speak: give --port"
+                f"{key} {listen!r} is TLS: give --tls CA, the CA that signed its certificate"
             )
         port = address[1]
     return host or (address[0] if address else DEFAULT_HOST), port

@@ -8,6 +8,7 @@ port, gets nowhere.
 
 from __future__ import annotations
 
+import json
 import ssl
 import struct
 import uuid
@@ -141,3 +142,18 @@ async def test_the_plain_ports_keep_serving_beside_the_tls_ones(
 ) -> None:
     async with await ALIPClient.connect(HOST, platform.alip_port) as device:
         assert await device.identify(f"tls:{uuid.uuid4().hex[:12]}")
+
+
+@pytest.mark.parametrize("protocol", ["m2mp", "alip"])
+def test_simulated_devices_over_tls_get_in_and_are_acknowledged(
+    tls_platform: Platform, tls_dir: Path, protocol: str
+) -> None:
+    port = tls_platform.m2mp_port if protocol == "m2mp" else tls_platform.alip_port
+    prefix = f"tls{protocol[0]}:{uuid.uuid4().hex[:4]}"  # an ident ALIP accepts
+    result = run_m2m(
+        "simulate", protocol, "--port", str(port), "--tls", str(tls_dir / "ca.pem"),
+        "--devices", "3", "--rate", "30", "--duration", "1", "--ident-prefix", prefix, "--json",
+    )  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["identified"] == 3 and summary["errors"] == 0
+    assert summary["sent"] == summary["acknowledged"] == 30
