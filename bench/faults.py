@@ -57,7 +57,7 @@ import yaml
 from bench.keyspace import throwaway_keyspace
 from bench.receivers import DEPLOYED, free_port, running, settled, stored, wait_for
 from m2m.cassandra import Database
-from m2m.config import Config, load_config
+from m2m.config import Config, dump_with_secrets, load_config
 from m2m.errors import Unavailable
 from m2m.receivers.counted_device import (
     CountedALIPDevice,
@@ -426,7 +426,7 @@ async def cost_table(config: Config, directory: Path, load: Load, records: int, 
     rates: dict[tuple[str, str], list[Rate]] = {variant: [] for variant in variants}
     for round_number in range(rounds):
         for ack, queue in variants:
-            settings = config.model_dump(mode="json")
+            settings = dump_with_secrets(config)
             settings["receivers"]["ack"] = ack
             rate = await measure_cost(settings, queue, binary, directory, load, records)
             rates[(ack, queue)].append(rate)
@@ -464,7 +464,7 @@ async def run(
     records: int,
     rounds: int,
 ) -> None:
-    settings = config.model_dump(mode="json")
+    settings = dump_with_secrets(config)
     outcomes = []
     faults = [name for name in scenarios if name in FAULTS]
     if faults:

@@ -36,7 +36,7 @@ import yaml
 from bench.keyspace import throwaway_keyspace
 from m2m.blobstore import open_blob
 from m2m.cassandra import Database
-from m2m.config import CassandraConfig, load_config
+from m2m.config import CassandraConfig, Config, dump_with_secrets, load_config
 from m2m.registry import RegistryNode
 from m2m.registry.device import BY_IDENT, DEVICE_CHILDREN, DEVICES, device_id_for
 from m2m.registry.domain import DEFAULT_DOMAIN, Domains
@@ -171,7 +171,9 @@ def run_m2m(config_file: Path, *args: str) -> tuple[float, int, int, str]:
 async def run(configured: CassandraConfig, devices: int) -> None:
     with throwaway_keyspace(configured) as cassandra, tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / "m2m.yaml"
-        config_file.write_text(yaml.safe_dump({"cassandra": cassandra.model_dump(mode="json")}))
+        config_file.touch(mode=0o600)  # it may hold the Cassandra password
+        settings = dump_with_secrets(Config(cassandra=cassandra), include={"cassandra"})
+        config_file.write_text(yaml.safe_dump(settings))
         database = Database.connect(cassandra)
         try:
             print(f"building {devices:,} devices in {cassandra.keyspace}…", flush=True)

@@ -76,7 +76,7 @@ from bench.keyspace import throwaway_keyspace
 from bench.timeseries import INSERT_ROW, Timer, bare_driver_writes, two_rows_per_record
 from m2m.bus import topics
 from m2m.cassandra import Database
-from m2m.config import Config, load_config
+from m2m.config import Config, dump_with_secrets, load_config
 from m2m.receivers.alip.client import ALIPClient
 from m2m.receivers.device_client import DeviceClient
 from m2m.receivers.m2mp.client import M2MPClient
@@ -365,6 +365,7 @@ def start_serve(
     settings["nsq"] = {"nsqd_tcp_addresses": [nsqd.tcp_address], "lookupd_http_addresses": []}
     name = f"serve-{only or 'all'}-{ports['m2mp']}"
     config_file = directory / f"{name}.yaml"
+    config_file.touch(mode=0o600)  # it may hold the Cassandra password
     config_file.write_text(yaml.safe_dump(settings))
     arguments = ["--config", str(config_file), "serve", *(["--only", only] if only else [])]
     profile_file = profile / f"{name}.prof" if profile else None
@@ -1202,7 +1203,7 @@ async def run(
     binary = binary / "bin" / "nsqd"
     # What differs from the defaults only: an older revision (--baseline-rev) refuses the
     # keys it does not know.
-    settings = config.model_dump(mode="json", exclude_defaults=True)
+    settings = dump_with_secrets(config, exclude_defaults=True)
     database = await asyncio.to_thread(Database.connect, config.cassandra)
     try:
         started = time.perf_counter()

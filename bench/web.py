@@ -55,7 +55,7 @@ from bench.receivers import (
     shares,
 )
 from m2m.cassandra import Database
-from m2m.config import load_config
+from m2m.config import dump_with_secrets, load_config
 from m2m.receivers.alip.client import ALIPClient
 from m2m.registry.device import device_id_for
 from m2m.registry.device_views import SERVER_RECORD_TYPE
@@ -348,7 +348,7 @@ async def run(arguments: argparse.Namespace) -> Results:
             started = time.perf_counter()
             idents = await fill_fleet(database, arguments.devices)
             print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
-            settings = config.model_dump(mode="json")
+            settings = dump_with_secrets(config)
             async with (
                 running(settings, binary.home / "bin" / "nsqd", Path(tmp), (None,), None)
                 as (platform, _),

@@ -145,7 +145,11 @@ def open_cluster(config: CassandraConfig) -> Cluster:
         request_timeout=30,
     )
     auth = (
-        PlainTextAuthProvider(config.username, config.password or "") if config.username else None
+        PlainTextAuthProvider(
+            config.username, config.password.get_secret_value() if config.password else ""
+        )
+        if config.username
+        else None
     )
     return Cluster(
         contact_points=list(config.contact_points),

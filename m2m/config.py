@@ -3,16 +3,29 @@
 Where the file is found, first match wins: ``--config FILE``, ``$M2M_CONFIG``, ``./m2m.yaml``;
 with none of them the defaults apply. An unknown key or a value of the wrong type is a
 :class:`ConfigError` naming the key and the file.
+
+Secrets (the fields typed :class:`~pydantic.SecretStr`, such as ``cassandra.password``) need
+not sit in the file: any string may be written ``"${ENV_VAR}"`` (or ``"${ENV_VAR:-default}"``)
+or ``{file: PATH}`` (that file's content; a relative PATH is relative to the config file), so
+the file itself can be shared while the secret stays with the operator. A secret is never
+shown: ``SecretStr`` masks it in ``repr`` and dumps, and no error message quotes a value. A
+file that does hold one (literally, or as a ``${VAR:-default}``) is refused when every user
+may read it, as is a ``{file:}`` secret file: a readable password is a leaked one.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from m2m.errors import M2MError
 
@@ -37,7 +50,7 @@ class CassandraConfig(_Section):
     local_dc: str | None = None
     """The datacenter whose nodes serve requests (default: that of the contact points)."""
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     max_in_flight: int = Field(256, ge=1)
     """Requests one process keeps outstanding at most; more wait for a free slot."""
 
@@ -170,6 +183,23 @@ class Config(_Section):
     stack: StackConfig = StackConfig()
 
 
+Key = tuple[str, ...]
+"""Where a value sits in the configuration, e.g. ``("cassandra", "password")``."""
+
+
+def _secret_keys(model: type[BaseModel], within: Key = ()) -> Iterator[Key]:
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _secret_keys(annotation, (*within, name))
+        elif annotation is SecretStr or SecretStr in typing.get_args(annotation):
+            yield (*within, name)
+
+
+SECRET_KEYS: tuple[Key, ...] = tuple(_secret_keys(Config))
+"""The keys whose values are secrets: the fields typed ``SecretStr``."""
+
+
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """The file to read, by the documented order of precedence, or None for the defaults."""
     if explicit is not None:
@@ -191,12 +221,113 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the configuration must be a mapping of sections")
-    return parse_config(data, source=str(path))
+    references = _References(path)
+    config = parse_config(references.resolve(data, ()), source=str(path))
+    references.refuse_readable_secrets(config)
+    return config
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without the snippet of the file PyYAML quotes: the line
+    could hold a password."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return "cannot parse it"
+    mark, problem = exc.problem_mark, exc.problem or exc.context or "cannot parse it"
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+
+
+_ENV_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?\}", re.S)
+
+
+@dataclass
+class _References:
+    """Resolves the ``${ENV_VAR}`` and ``{file: PATH}`` values of one config file, and
+    remembers where each secret came from: the config file or another file."""
+
+    path: Path
+    sources: dict[Key, Path | None] = field(default_factory=dict)
+    """Each value's file: the config file, a ``{file:}``, or None for the environment."""
+
+    def resolve(self, value: Any, key: Key) -> Any:
+        if isinstance(value, dict):
+            if value.keys() == {"file"} and isinstance(value["file"], str):
+                return self._read_file(value["file"], key)
+            return {name: self.resolve(item, (*key, str(name))) for name, item in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(item, (*key, str(index))) for index, item in enumerate(value)]
+        if isinstance(value, str) and (reference := _ENV_REFERENCE.fullmatch(value)):
+            return self._read_environment(reference["name"], reference["default"], key)
+        self.sources[key] = self.path
+        return value
+
+    def _read_environment(self, name: str, default: str | None, key: Key) -> str:
+        value = os.environ.get(name)
+        if value is not None and (value or default is None):
+            self.sources[key] = None
+            return value
+        if default is None:
+            raise self._error(key, f"environment variable {name} is not set")
+        self.sources[key] = self.path  # the default is written in the file
+        return default
+
+    def _read_file(self, name: str, key: Key) -> str:
+        path = self.path.parent / Path(name).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise self._error(key, f"cannot read {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise self._error(key, f"{path} is not UTF-8 text") from exc
+        self.sources[key] = path
+        return text.removesuffix("\n")
+
+    def _error(self, key: Key, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {'.'.join(key)}: {problem}")
+
+    def refuse_readable_secrets(self, config: Config) -> None:
+        """Refuse every file holding one of ``config``'s secrets that all users may read."""
+        for key in SECRET_KEYS:
+            holder = self.sources.get(key)
+            if holder is not None and _value_at(config, key) is not None:
+                _refuse_if_world_readable(holder)
+
+
+def _value_at(config: Config, key: Key) -> Any:
+    value: Any = config
+    for name in key:
+        value = getattr(value, name)
+    return value
+
+
+def _refuse_if_world_readable(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
+    if mode & stat.S_IROTH:
+        raise ConfigError(
+            f"{path}: holds a password and is readable by every user: chmod o-r {path}"
+        )
+
+
+def dump_with_secrets(config: Config, **options: Any) -> dict[str, Any]:
+    """``config.model_dump(mode="json", **options)`` with the secrets' own values instead
+    of ``**********``: for a config file handed to another ``m2m`` process (which must be
+    written readable by its owner only)."""
+    data = config.model_dump(mode="json", **options)
+    for key in SECRET_KEYS:
+        section = data
+        for name in key[:-1]:
+            section = section.get(name, {})
+        secret = _value_at(config, key)
+        if key[-1] in section and secret is not None:
+            section[key[-1]] = secret.get_secret_value()
+    return data
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:

@@ -10,6 +10,7 @@ import configparser
 import json
 import re
 import shlex
+import shutil
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -424,12 +425,19 @@ def test_schema_unit_is_a_one_shot() -> None:
 # --- the production example and the optional CQL ---------------------------------------
 
 
-def test_production_config_validates() -> None:
-    cassandra = load_config(DEPLOY / "m2m.production.yaml").cassandra
+def test_production_config_validates(tmp_path: Path) -> None:
+    """As installed: the password in a file of its own beside the config, mode 0640."""
+    config = tmp_path / "m2m.yaml"
+    shutil.copy(DEPLOY / "m2m.production.yaml", config)
+    password = tmp_path / "cassandra-password"
+    password.write_text("s3cret\n")
+    password.chmod(0o640)
+    cassandra = load_config(config).cassandra
     assert len(cassandra.contact_points) > 1
     assert cassandra.replication["class"] == "NetworkTopologyStrategy"
     assert cassandra.consistency == "LOCAL_QUORUM"
-    assert cassandra.username and cassandra.password
+    assert cassandra.username == "m2m"
+    assert cassandra.password is not None and cassandra.password.get_secret_value() == "s3cret"
 
 
 def test_tuning_cql_changes_only_options_of_existing_tables() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from m2m.config import Config, ConfigError, load_config
+from m2m.config import Config, ConfigError, dump_with_secrets, load_config, parse_config
 from tests.conftest import run_m2m
 
 
@@ -96,3 +96,113 @@ def test_the_command_shows_one_line_and_no_traceback(tmp_path: Path) -> None:
     assert f"{path}: unknown key 'nsq.extra'" in stderr
     assert "Traceback" not in stderr
     assert result.stdout == b""
+
+
+# --- secrets: ${ENV_VAR}, {file: PATH}, never shown, never world-readable ----------------
+
+SECRET = "s3cret-Pa55word"
+
+
+def owner_only(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def test_a_value_may_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("M2M_TEST_PASSWORD", SECRET)
+    monkeypatch.setenv("M2M_TEST_PORT", "19042")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "cassandra:\n"
+        "  username: m2m\n"
+        "  password: ${M2M_TEST_PASSWORD}\n"
+        "  port: ${M2M_TEST_PORT}\n"
+        "  keyspace: ${M2M_TEST_UNSET_KEYSPACE:-from_default}\n"
+    )
+    path.chmod(0o644)  # nothing secret is written in it
+    cassandra = load_config(path).cassandra
+    assert cassandra.password is not None and cassandra.password.get_secret_value() == SECRET
+    assert cassandra.port == 19042
+    assert cassandra.keyspace == "from_default"
+
+
+def test_a_value_may_come_from_a_file_relative_to_the_config(tmp_path: Path) -> None:
+    owner_only(tmp_path / "cassandra-password", f"{SECRET}\n")
+    path = tmp_path / "c.yaml"
+    path.write_text("cassandra: {password: {file: cassandra-password}}\n")
+    path.chmod(0o644)
+    password = load_config(path).cassandra.password
+    assert password is not None and password.get_secret_value() == SECRET
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("${M2M_TEST_UNSET}", "cassandra.password: environment variable M2M_TEST_UNSET is not set"),
+        ("{file: absent}", "cassandra.password: cannot read {dir}/absent: No such file"),
+    ],
+)
+def test_a_missing_variable_or_file_names_the_key(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    path = owner_only(tmp_path / "c.yaml", f"cassandra:\n  password: {value}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value).startswith(f"{path}: ")
+    assert expected.format(dir=tmp_path) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [SECRET, "${M2M_TEST_UNSET:-" + SECRET + "}"],
+    ids=["literal", "default-of-a-variable"],
+)
+def test_a_world_readable_file_holding_a_password_is_refused(tmp_path: Path, password: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"cassandra: {{username: m2m, password: '{password}'}}\n")
+    path.chmod(0o644)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == (
+        f"{path}: holds a password and is readable by every user: chmod o-r {path}"
+    )
+    assert SECRET not in str(raised.value)
+    path.chmod(0o640)
+    assert load_config(path).cassandra.username == "m2m"
+
+
+def test_a_world_readable_secret_file_is_refused(tmp_path: Path) -> None:
+    secret_file = tmp_path / "cassandra-password"
+    secret_file.write_text(SECRET)
+    secret_file.chmod(0o644)
+    path = owner_only(tmp_path / "c.yaml", f"cassandra: {{password: {{file: {secret_file}}}}}\n")
+    with pytest.raises(ConfigError, match=f"^{secret_file}: holds a password and is readable"):
+        load_config(path)
+
+
+def test_a_secret_never_shows_in_repr_dumps_or_errors(tmp_path: Path) -> None:
+    path = owner_only(tmp_path / "c.yaml", f"cassandra: {{password: {SECRET}}}\n")
+    config = load_config(path)
+    assert SECRET not in repr(config) and SECRET not in str(config)
+    assert SECRET not in str(config.model_dump()) and SECRET not in str(config.model_dump_json())
+    for text in (
+        f"cassandra: {{password: {SECRET}, port: nine}}\n",
+        f"cassandra: {{password: [{SECRET}]}}\n",
+        f"cassandra:\n  password: {SECRET}: x\n",  # PyYAML quotes the line
+    ):
+        owner_only(path, text)
+        with pytest.raises(ConfigError) as raised:
+            load_config(path)
+        assert SECRET not in str(raised.value)
+
+
+def test_a_dump_for_another_process_keeps_the_secret(tmp_path: Path) -> None:
+    path = owner_only(tmp_path / "c.yaml", f"cassandra: {{username: m2m, password: {SECRET}}}\n")
+    config = load_config(path)
+    settings = dump_with_secrets(config, exclude_defaults=True)
+    assert settings == {"cassandra": {"username": "m2m", "password": SECRET}}
+    assert parse_config(settings, source="dump") == config
+    assert dump_with_secrets(Config(), exclude_defaults=True) == {}
