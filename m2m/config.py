@@ -82,6 +82,9 @@ class NsqConfig(_Section):
 class ListenConfig(_Section):
     listen: str
     """A Twisted server endpoint string, e.g. ``tcp:3010`` or ``ssl:3011:privateKey=…``."""
+    client_ca: Path | None = None
+    """With an ``ssl:`` listen string: devices must present a certificate this CA (PEM)
+    signed, or the TLS handshake fails."""
 
 
 class TimingConfig(_Section):
@@ -123,8 +126,10 @@ class LimitsConfig(_Section):
 class ReceiversConfig(_Section):
     m2mp: ListenConfig = ListenConfig(listen="tcp:3010")
     alip: ListenConfig = ListenConfig(listen="tcp:3050")
-    enrollment: Literal["open", "registered"] = "open"
-    """``open`` creates unknown devices on identification; ``registered`` refuses them."""
+    enrollment: Literal["open", "registered", "certificate"] = "open"
+    """``open`` creates unknown devices on identification; ``registered`` refuses them;
+    ``certificate`` accepts (and creates) a device only if the ident it sends is the one its
+    TLS client certificate names (see ``client_ca``): any other is refused."""
     ack: Literal["nsqd", "immediate"] = "nsqd"
     """When a device's acknowledgement request (ALIP ``A``, M2MP ping) is answered:
     ``nsqd`` once nsqd acknowledged everything the connection sent before it (the answer

@@ -9,7 +9,7 @@ receivers' channel names and ``m2m status`` need their port and interface.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 TCP_KINDS = ("tcp", "tcp6", "ssl")
@@ -26,6 +26,8 @@ class ServerEndpoint:
     """The address listened on; empty for every interface."""
     backlog: int | None = None
     """Connections the kernel queues until they are accepted; None: the listener's default."""
+    options: dict[str, str] = field(default_factory=dict)
+    """Every ``name=value`` argument (``privateKey``, ``certKey``…), colons unescaped."""
 
 
 def parse_endpoint(listen: str) -> ServerEndpoint:
@@ -44,4 +46,5 @@ def parse_endpoint(listen: str) -> ServerEndpoint:
         port=int(port) if kind in TCP_KINDS and port.isdigit() else None,
         interface=named.get("interface", ""),
         backlog=int(backlog) if backlog.isdigit() else None,
+        options=named,
     )

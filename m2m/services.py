@@ -196,8 +196,9 @@ class Services:
         self._consume(topics.RECEIVERS, self.channel, connections.control)
         self._consume(topics.EVENTS, EVENTS_DRAIN_CHANNEL, None)
         for name in names:
-            listen = getattr(self.config.receivers, name).listen
-            service = ReceiverService(name, listen, DeviceServerFactory(context, PROTOCOLS[name]))
+            listening = getattr(self.config.receivers, name)
+            factory = DeviceServerFactory(context, PROTOCOLS[name])
+            service = ReceiverService(name, listening.listen, factory, listening.client_ca)
             self.ports[name] = await service.start(self.reactor)
             self._receivers.append(service)
             self._publisher.publish(

@@ -90,6 +90,28 @@ def issue_device(directory: Path, ident: str) -> Issued:
     )
 
 
+def certificate_idents(certificate: x509.Certificate) -> set[str]:
+    """The idents a device certificate names: its subject's common names and its SAN URIs
+    ``m2m:ident:<ident>``."""
+    names = {
+        str(attribute.value)
+        for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    }
+    try:
+        alternative = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return names
+    for uri in alternative.value.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.startswith(IDENT_URI_PREFIX):
+            names.add(uri.removeprefix(IDENT_URI_PREFIX))
+    return names
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 of the certificate, hex: how logs name one."""
+    return certificate.fingerprint(hashes.SHA256()).hex()
+
+
 def _issue(
     directory: Path,
     stem: str,

@@ -208,11 +208,13 @@ def start_platform(
     only: str | None = None,
     metrics: bool = False,
     tls: Path | None = None,
+    client_ca: Path | None = None,
     **receivers: object,
 ) -> Platform:
     """``m2m serve`` on free ports with fast session timings, ready for devices; with
     ``metrics``, its operations port too (``metrics.listen``); with ``tls`` (a directory
-    ``m2m tls init`` filled), the receivers serve TLS with its server certificate."""
+    ``m2m tls init`` filled), the receivers serve TLS with its server certificate, and with
+    ``client_ca`` require device certificates that CA signed."""
     settings = yaml.safe_load(base_config.read_text())
     m2mp_port, alip_port, web_port = free_port(), free_port(), free_port()
     settings["web"] = {"listen": f"tcp:{web_port}:interface=127.0.0.1"}
@@ -220,9 +222,10 @@ def start_platform(
     if metrics_port is not None:
         settings["metrics"] = {"listen": f"tcp:{metrics_port}:interface=127.0.0.1"}
     kind = f"ssl:privateKey={tls}/server.key:certKey={tls}/server.pem" if tls else "tcp"
+    verified = {"client_ca": str(client_ca)} if client_ca else {}
     settings["receivers"] = {
-        "m2mp": {"listen": f"{kind}:port={m2mp_port}:interface=127.0.0.1"},
-        "alip": {"listen": f"{kind}:port={alip_port}:interface=127.0.0.1"},
+        "m2mp": {"listen": f"{kind}:port={m2mp_port}:interface=127.0.0.1", **verified},
+        "alip": {"listen": f"{kind}:port={alip_port}:interface=127.0.0.1", **verified},
         "timing": FAST_TIMING,
         **receivers,
     }

@@ -15,9 +15,12 @@ import logging
 import time
 from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final
 
-from twisted.internet import endpoints, protocol
+from cryptography import x509
+from OpenSSL.crypto import X509
+from twisted.internet import endpoints, protocol, ssl
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -25,6 +28,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IPushProducer,
     IReactorCore,
+    ISSLTransport,
     ITCPTransport,
     ITransport,
 )
@@ -37,6 +41,7 @@ from m2m.metrics import ReceiverMetrics
 from m2m.receivers.ordering import InOrder
 from m2m.receivers.session import DeviceSession, ReceiverContext
 from m2m.receivers.session_rules import Close, Ping, ProtocolRules
+from m2m.tls import TLSError
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +191,15 @@ class DeviceProtocol(protocol.Protocol, metaclass=ABCMeta):
 
     # -- writing to the device ---------------------------------------------------------
 
+    def peer_certificate(self) -> x509.Certificate | None:
+        """The certificate the device presented in the TLS handshake (None: it had none, or
+        the connection is not TLS)."""
+        transport = self.transport
+        if not ISSLTransport.providedBy(transport):
+            return None
+        presented = transport.getPeerCertificate()
+        return presented.to_cryptography() if isinstance(presented, X509) else None
+
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:
             self.transport.write(data)
@@ -316,18 +330,48 @@ def with_backlog(listen: str) -> str:
     return listen
 
 
+def verifying_endpoint(
+    reactor: IReactorCore, listen: str, client_ca: Path
+) -> endpoints.SSL4ServerEndpoint:
+    """The ``ssl:`` endpoint of ``listen``, requiring client certificates ``client_ca``
+    signed: a device without one, or with another CA's, fails the TLS handshake."""
+    spec = parse_endpoint(listen)
+    private_key = spec.options.get("privateKey")
+    if spec.kind != "ssl" or private_key is None:
+        raise TLSError(f"client_ca needs an ssl: listen string with a privateKey, not {listen!r}")
+    try:
+        key = Path(private_key).read_bytes()
+        certificate = Path(spec.options.get("certKey", private_key)).read_bytes()
+        authority = client_ca.read_bytes()
+    except OSError as exc:
+        raise TLSError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    options = ssl.PrivateCertificate.loadPEM(certificate + b"\n" + key).options(
+        ssl.Certificate.loadPEM(authority)
+    )
+    return endpoints.SSL4ServerEndpoint(
+        reactor, spec.port or 0, options, spec.backlog or LISTEN_BACKLOG, spec.interface
+    )
+
+
 class ReceiverService:
     """A factory listening on an endpoint string, until stopped."""
 
-    def __init__(self, name: str, listen: str, factory: DeviceServerFactory) -> None:
+    def __init__(
+        self, name: str, listen: str, factory: DeviceServerFactory, client_ca: Path | None = None
+    ) -> None:
         self.name = name
         self.listen = listen
         self.factory = factory
+        self.client_ca = client_ca
         self._port: IListeningPort | None = None
 
     async def start(self, reactor: IReactorCore) -> int:
         """Listen; returns the TCP port (useful when the endpoint asked for port 0)."""
-        endpoint = endpoints.serverFromString(reactor, with_backlog(self.listen))
+        endpoint = (
+            verifying_endpoint(reactor, self.listen, self.client_ca)
+            if self.client_ca is not None
+            else endpoints.serverFromString(reactor, with_backlog(self.listen))
+        )
         listening: IListeningPort = await Deferred.asFuture(
             endpoint.listen(self.factory), asyncio.get_running_loop()
         )

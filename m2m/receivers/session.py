@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from cryptography import x509
+
 from m2m.bus import topics
 from m2m.bus.envelope import Envelope
 from m2m.bus.publisher import Publisher
@@ -43,6 +45,7 @@ from m2m.registry.routes import ChannelRouter
 from m2m.timeseries import Record, TimeSeries
 from m2m.timeseries.rules import encode_data
 from m2m.timeseries.timeuuids import new_timeuuid, seeded_timeuuid
+from m2m.tls import certificate_idents, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,9 @@ class DeviceLink(Protocol):
     def request_capabilities(self) -> None: ...
 
     def close(self, cause: str) -> None: ...
+
+    def peer_certificate(self) -> x509.Certificate | None:
+        """The device's TLS client certificate, if it presented one."""
 
     @property
     def metrics(self) -> ReceiverMetrics: ...
@@ -137,10 +143,11 @@ class DeviceSession:
     async def identify(self, ident: str) -> Greeting | None:
         """Find (or, when enrollment is open, create) the device: what to greet it with;
         None if refused."""
+        enrollment = self.context.enrollment
+        if enrollment == "certificate" and not self._certified(ident):
+            return None
         try:
-            state = await self.context.devices.identify(
-                ident, enroll=self.context.enrollment == "open"
-            )
+            state = await self.context.devices.identify(ident, enroll=enrollment != "registered")
         except InvalidPathError:
             self.log.info("refused unusable ident %r", ident)
             return None
@@ -157,6 +164,21 @@ class DeviceSession:
         return self.rules.greet(
             state.settings, state.settings_to_send, state.commands, state.status, time.monotonic()
         )
+
+    def _certified(self, ident: str) -> bool:
+        """Whether the device's client certificate names ``ident`` (``enrollment:
+        certificate``); a refusal is logged with the certificate's fingerprint."""
+        certificate = self.link.peer_certificate()
+        if certificate is None:
+            self.log.warning("ident %r refused: no client certificate", ident)
+            return False
+        named = certificate_idents(certificate)
+        if ident not in named:
+            names = ", ".join(sorted(named)) or "none"
+            self.log.warning("ident %r refused: certificate sha256:%s names %s", ident,
+                             fingerprint(certificate), names)  # fmt: skip
+            return False
+        return True
 
     def greet(self, greeting: Greeting) -> None:
         """Send what a freshly identified device is sent: pending work, then questions."""

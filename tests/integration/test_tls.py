@@ -8,6 +8,7 @@ port, gets nowhere.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import struct
@@ -157,3 +158,77 @@ def test_simulated_devices_over_tls_get_in_and_are_acknowledged(
     summary = json.loads(result.stdout)
     assert summary["identified"] == 3 and summary["errors"] == 0
     assert summary["sent"] == summary["acknowledged"] == 30
+
+
+# -- certificate-bound devices: client_ca and enrollment: certificate -----------------------
+
+
+@pytest.fixture(scope="module")
+def bound_platform(
+    config_file: Path, tls_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    """Device certificates required (signed by the test CA), and idents bound to them."""
+    directory = tmp_path_factory.mktemp("bound-platform")
+    running = start_platform(
+        config_file, directory, tls=tls_dir, client_ca=tls_dir / "ca.pem", enrollment="certificate"
+    )
+    yield running
+    running.stop()
+
+
+def device_context(tls_dir: Path, ident: str) -> ssl.SSLContext:
+    """A device trusting the receiver's CA and presenting a certificate for ``ident``."""
+    certificate, key = run_m2m("tls", "device", ident, "--dir", str(tls_dir)).stdout.split()
+    context = trusting(tls_dir / "ca.pem")
+    context.load_cert_chain(certificate.decode(), key.decode())
+    return context
+
+
+async def test_a_device_sending_its_certificates_ident_is_accepted_and_stores(
+    bound_platform: Platform, tls_dir: Path, database: Database
+) -> None:
+    ident = f"crt:{uuid.uuid4().hex[:12]}"  # new: its certificate enrolls it
+    context = device_context(tls_dir, ident)
+    async with await M2MPClient.connect(HOST, bound_platform.m2mp_port, tls=context) as device:
+        assert await device.identify(ident)
+        device.send_data("sen:loc", struct.pack(">ff", 1.5, 2.5))
+        await device.ping(1)
+    assert (await stored(database, ident, "sen:loc"))[0].data == {"lat": 1.5, "lon": 2.5}
+
+
+async def test_an_ident_that_is_not_the_certificates_is_refused_and_logged(
+    bound_platform: Platform, tls_dir: Path
+) -> None:
+    ident, other = f"crt:{uuid.uuid4().hex[:12]}", f"crt:{uuid.uuid4().hex[:12]}"
+    context = device_context(tls_dir, ident)
+    async with await ALIPClient.connect(HOST, bound_platform.alip_port, tls=context) as device:
+        assert not await device.identify(other)
+        assert await device.identify(ident)  # the connection stays: its own is accepted
+    await eventually(
+        lambda: asyncio.to_thread(bound_platform.log.read_text),
+        lambda log: f"ident '{other}' refused: certificate sha256:" in log,
+        "the refusal logged with the certificate's fingerprint",
+    )
+
+
+async def test_a_device_without_a_certificate_gets_nowhere(
+    bound_platform: Platform, tls_dir: Path
+) -> None:
+    with pytest.raises((ConnectionError, ssl.SSLError)):
+        async with await ALIPClient.connect(
+            HOST, bound_platform.alip_port, tls=trusting(tls_dir / "ca.pem")
+        ) as device:
+            await device.identify(f"crt:{uuid.uuid4().hex[:12]}")
+
+
+async def test_a_certificate_from_another_ca_gets_nowhere(
+    bound_platform: Platform, tls_dir: Path, tmp_path: Path
+) -> None:
+    run_m2m("tls", "init", "--dir", str(tmp_path))
+    ident = f"crt:{uuid.uuid4().hex[:12]}"
+    certificate, key = run_m2m("tls", "device", ident, "--dir", str(tmp_path)).stdout.split()
+    context = trusting(tls_dir / "ca.pem")  # the receiver is trusted; the device is not
+    context.load_cert_chain(certificate.decode(), key.decode())
+    with pytest.raises((ConnectionError, ssl.SSLError)):
+        async with await ALIPClient.connect(HOST, bound_platform.alip_port, tls=context) as device:
+            await device.identify(ident)
