@@ -56,6 +56,7 @@ import os
 import pstats
 import signal
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
@@ -97,6 +98,7 @@ from m2m.simulate import (
 )
 from m2m.stack.provision import nsq_artifact
 from m2m.timeseries import TimeSeries
+from m2m.tls import init_ca
 
 M2M = str(Path(sys.executable).parent / "m2m")
 HOST = "127.0.0.1"
@@ -214,6 +216,11 @@ def micros(seconds: float, count: int) -> str:
 
 
 # --- Processes: a private nsqd, m2m serve ----------------------------------------------
+
+
+def trusting(tls: Path) -> ssl.SSLContext:
+    """A device's TLS context for receivers with the certificates of ``m2m tls init``."""
+    return ssl.create_default_context(cafile=tls / "ca.pem")
 
 
 def free_port() -> int:
@@ -348,18 +355,21 @@ def start_serve(
     profile: Path | None,
     metrics: bool = False,
     code: Path | None = None,
+    tls: Path | None = None,
 ) -> Serve:
     """``m2m serve`` against ``nsqd`` and the bench keyspace, ready for devices; with
     ``metrics``, serving them on ``ports["metrics"]``; with ``code``, the m2m package of
-    that source tree (another revision: ``settings`` must hold only keys it knows)."""
+    that source tree (another revision: ``settings`` must hold only keys it knows); with
+    ``tls`` (a directory ``m2m tls init`` filled), its device ports inside TLS."""
     settings = copy.deepcopy(settings)
     ports = {"m2mp": free_port(), "alip": free_port(), "web": free_port()}
     if metrics:
         ports["metrics"] = free_port()
         settings["metrics"] = {"listen": f"tcp:{ports['metrics']}:interface={HOST}"}
     receivers = settings.setdefault("receivers", {})
+    kind = f"ssl:privateKey={tls}/server.key:certKey={tls}/server.pem" if tls else "tcp"
     for name in RECEIVERS:
-        receivers[name] = {"listen": f"tcp:{ports[name]}:interface={HOST}"}
+        receivers[name] = {"listen": f"{kind}:port={ports[name]}:interface={HOST}"}
     settings["web"] = {**settings.get("web", {}), "listen": f"tcp:{ports['web']}:interface={HOST}"}
     receivers["limits"] = {**receivers.get("limits", {}), "connections_per_address": 1_000_000}
     settings["nsq"] = {"nsqd_tcp_addresses": [nsqd.tcp_address], "lookupd_http_addresses": []}
@@ -420,6 +430,8 @@ class Platform:
     """One ``m2m serve`` or several, each running a subset (as deployed: one per service)."""
 
     serves: list[Serve]
+    device_tls: ssl.SSLContext | None = None
+    """What devices connect with when the receivers serve TLS."""
 
     @property
     def ports(self) -> dict[str, int]:
@@ -463,6 +475,7 @@ async def running(
     nsqd_options: Sequence[str] = (),
     metrics: bool = False,
     code: Path | None = None,
+    tls: Path | None = None,
 ) -> AsyncIterator[tuple[Platform, Nsqd]]:
     """A private nsqd and ``m2m serve --only P`` on it for each P of ``processes`` (None:
     everything in one), all stopped on the way out, receivers first. With ``metrics``,
@@ -474,11 +487,12 @@ async def running(
         for only in processes:
             platform.serves.append(
                 await asyncio.to_thread(
-                    start_serve, settings, nsqd, directory, only, profile, metrics, code
+                    start_serve, settings, nsqd, directory, only, profile, metrics, code, tls
                 )
             )
         if metrics:
             scraping = asyncio.create_task(scrape_forever(platform.serves))
+        platform.device_tls = trusting(tls) if tls else None
         yield platform, nsqd
     finally:
         if scraping is not None:
@@ -540,12 +554,12 @@ async def in_batches(
 
 async def identified(
     dialect: Dialect[_C], port: int, idents: Sequence[str], exits: contextlib.AsyncExitStack,
-    batch: int = CONNECT_BATCH,
+    batch: int = CONNECT_BATCH, tls: ssl.SSLContext | None = None,
 ) -> list[_C]:  # fmt: skip
     """The devices connected and identified as ``m2m simulate`` does it (``batch`` at a
     time), closed when ``exits`` closes; RuntimeError if any did not get in."""
     fleet = await connect_devices(dialect, HOST, port, idents, exits, batch=batch,
-                                  timeout=IDENTIFY_TIMEOUT)  # fmt: skip
+                                  timeout=IDENTIFY_TIMEOUT, tls=tls)  # fmt: skip
     problems = {**fleet.refused, **fleet.failed}
     if problems:
         device_ident, why = next(iter(problems.items()))
@@ -554,9 +568,10 @@ async def identified(
 
 
 def m2mp_devices(
-    port: int, count: int, exits: contextlib.AsyncExitStack, first: int = 0
-) -> Awaitable[list[M2MPClient]]:
-    return identified(M2MP, port, [ident(first + i) for i in range(count)], exits)
+    port: int, count: int, exits: contextlib.AsyncExitStack, first: int = 0,
+    tls: ssl.SSLContext | None = None,
+) -> Awaitable[list[M2MPClient]]:  # fmt: skip
+    return identified(M2MP, port, [ident(first + i) for i in range(count)], exits, tls=tls)
 
 
 async def send_repeatedly(
@@ -845,17 +860,22 @@ def stored(stats: dict[str, Any]) -> ChannelState:
 async def bench_end_to_end(
     plan: Plan, results: Results, settings: dict[str, Any], binary: Path, directory: Path,
     database: Database, in_flight: int, profile: Path | None, processes: Sequence[str | None],
-    metrics: bool = False, code: Path | None = None,
+    metrics: bool = False, code: Path | None = None, tls: Path | None = None,
 ) -> list[tuple[float, float]]:  # fmt: skip
     """Per device count: records stored per second and serve's CPU seconds per record."""
     figures = []
     label = ", metrics scraped" if metrics else (", before metrics" if code else "")
+    label += ", TLS" if tls else ""
     async with (
-        running(settings, binary, directory, processes, profile, metrics=metrics, code=code) as (
+        running(
+            settings, binary, directory, processes, profile, metrics=metrics, code=code, tls=tls
+        ) as (
             serve,
             nsqd,
         ),
-        await M2MPClient.connect(HOST, serve.ports["m2mp"]) as probe_client,
+        await M2MPClient.connect(
+            HOST, serve.ports["m2mp"], tls=trusting(tls) if tls else None
+        ) as probe_client,
     ):
         await probe_client.identify(PROBE_IDENT, timeout=IDENTIFY_TIMEOUT)
         await wait_for(
@@ -886,7 +906,7 @@ async def end_to_end(
     heading(f"{scenario}: {count:,} devices, {total:,} location frames into Cassandra")
     async with contextlib.AsyncExitStack() as exits:
         started = time.perf_counter()
-        clients = await m2mp_devices(serve.ports["m2mp"], count, exits)
+        clients = await m2mp_devices(serve.ports["m2mp"], count, exits, tls=serve.device_tls)
         print(f"  ({count:,} devices connected and identified in "
               f"{time.perf_counter() - started:.1f} s)", flush=True)  # fmt: skip
         definition, frame = LOCATION_FRAMES
@@ -964,6 +984,28 @@ def cpu_goal(cpu_per_record: float, processes: int) -> tuple[str, bool] | tuple[
     return f"<= {ORIGINAL_CPU_PER_RECORD * 1e6:.0f} µs (original)", (
         cpu_per_record <= ORIGINAL_CPU_PER_RECORD
     )
+
+
+async def bench_tls_cost(
+    plan: Plan, results: Results, settings: dict[str, Any], binary: Path, directory: Path,
+    database: Database, in_flight: int,
+) -> None:  # fmt: skip
+    """The deployed end-to-end run with plain device ports, then with TLS ones (the
+    certificates of ``m2m tls init``), as ratios: what TLS costs a device's records."""
+    tls = init_ca(directory / "tls")
+    plain = await bench_end_to_end(plan, results, settings, binary, directory, database,
+                                   in_flight, None, DEPLOYED)  # fmt: skip
+    secured = await bench_end_to_end(plan, results, settings, binary, directory, database,
+                                     in_flight, None, DEPLOYED, tls=tls)  # fmt: skip
+    scenario = "7 tls cost"
+    heading(f"{scenario}: the deployed end-to-end runs, TLS / plain")
+    for count, (plain_rate, plain_cpu), (tls_rate, tls_cpu) in zip(
+        plan.devices, plain, secured, strict=True
+    ):
+        stored = f"{tls_rate / plain_rate:.0%} ({tls_rate:,.0f} vs {plain_rate:,.0f}/s)"
+        results.add(scenario, f"{count:,} dev: records/s stored, TLS / plain", stored)
+        cpu = f"{tls_cpu / plain_cpu:.0%} ({tls_cpu * 1e6:,.0f} vs {plain_cpu * 1e6:,.0f} µs)"
+        results.add(scenario, f"{count:,} dev: serve CPU/record, TLS / plain", cpu)
 
 
 async def bench_metrics_cost(
@@ -1190,7 +1232,7 @@ async def bench_sessions(
 # --- The run --------------------------------------------------------------------------
 
 
-SCENARIOS = ("m2mp", "alip", "e2e", "e2e-deployed", "idle", "sessions", "metrics")
+SCENARIOS = ("m2mp", "alip", "e2e", "e2e-deployed", "idle", "sessions", "tls", "metrics")
 TOPOLOGIES = {"e2e": ONE_PROCESS, "e2e-deployed": DEPLOYED}
 
 
@@ -1223,6 +1265,9 @@ async def run(
         if "sessions" in scenarios:
             await bench_sessions(plan, results, settings, binary, directory, database, profile,
                                  before)  # fmt: skip
+        if "tls" in scenarios:
+            await bench_tls_cost(plan, results, settings, binary, directory, database,
+                                 config.cassandra.max_in_flight)  # fmt: skip
         if "metrics" in scenarios:
             await bench_metrics_cost(plan, results, settings, binary, directory, database,
                                      config.cassandra.max_in_flight, before, rounds)  # fmt: skip
