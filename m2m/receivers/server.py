@@ -5,7 +5,8 @@ in-order steps, admission and departure, writing to the device, and when to stop
 from it. :class:`DeviceServerFactory` keeps its protocols, so it can pause them all when
 the bus cannot take more (and resume them after), walk them periodically for pings and
 timeouts, and close them at shutdown. :class:`ReceiverService` listens on a Twisted
-endpoint string.
+endpoint string; with a client CA, on a TLS endpoint that requires device certificates
+that CA signed.
 """
 
 from __future__ import annotations
