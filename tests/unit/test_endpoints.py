@@ -12,16 +12,32 @@ from m2m.http_server import ListenError, bind, url_of
     ("listen", "expected"),
     [
         ("tcp:3010", ServerEndpoint("tcp", 3010, "")),
-        ("tcp:port=8080:interface=127.0.0.1", ServerEndpoint("tcp", 8080, "127.0.0.1")),
-        ("tcp:0:interface=127.0.0.1", ServerEndpoint("tcp", 0, "127.0.0.1")),
-        ("ssl:3011:privateKey=/k.pem:certKey=/c.pem", ServerEndpoint("ssl", 3011, "")),
-        ("tcp6:3010:interface=\\:\\:1", ServerEndpoint("tcp6", 3010, "::1")),
+        (
+            "tcp:port=8080:interface=127.0.0.1",
+            ServerEndpoint(
+                "tcp", 8080, "127.0.0.1", None, {"port": "8080", "interface": "127.0.0.1"}
+            ),
+        ),
+        (
+            "tcp:0:interface=127.0.0.1:backlog=64",
+            ServerEndpoint("tcp", 0, "127.0.0.1", 64, {"interface": "127.0.0.1", "backlog": "64"}),
+        ),
+        (
+            "ssl:3011:privateKey=/k.pem:certKey=/c.pem",
+            ServerEndpoint("ssl", 3011, "", None, {"privateKey": "/k.pem", "certKey": "/c.pem"}),
+        ),
+        (
+            "tcp6:3010:interface=\\:\\:1",
+            ServerEndpoint("tcp6", 3010, "::1", None, {"interface": "::1"}),
+        ),
         ("unix:/run/m2m.sock", ServerEndpoint("unix", None, "")),
         ("tcp", ServerEndpoint("tcp", None, "")),
         ("haproxy:tcp:3010", ServerEndpoint("haproxy", None, "")),
     ],
 )
-def test_the_port_and_interface_of_an_endpoint(listen: str, expected: ServerEndpoint) -> None:
+def test_the_port_interface_backlog_and_options_of_an_endpoint(
+    listen: str, expected: ServerEndpoint
+) -> None:
     assert parse_endpoint(listen) == expected
 
 
