@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from m2m.errors import M2MError
 
@@ -80,11 +80,28 @@ class NsqConfig(_Section):
 
 
 class ListenConfig(_Section):
-    listen: str
-    """A Twisted server endpoint string, e.g. ``tcp:3010`` or ``ssl:3011:privateKey=…``."""
+    listen: str | tuple[str, ...]
+    """A Twisted server endpoint string, e.g. ``tcp:3010`` or ``ssl:3011:privateKey=…``, or
+    a list of them, a port each: ``[tcp:3010, "ssl:3011:privateKey=…"]`` serves the
+    protocol plain to old devices and inside TLS to new ones, in one process."""
     client_ca: Path | None = None
-    """With an ``ssl:`` listen string: devices must present a certificate this CA (PEM)
-    signed, or the TLS handshake fails."""
+    """With ``ssl:`` listen strings: devices must present a certificate this CA (PEM)
+    signed on those ports, or the TLS handshake fails; the plain ports stay plain."""
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Every endpoint string of ``listen``, in its order (one string: just that one)."""
+        return (self.listen,) if isinstance(self.listen, str) else self.listen
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _endpoint_strings(cls, listen: object) -> object:
+        """One error naming the key, rather than one per form ``listen`` may take."""
+        if isinstance(listen, str):
+            return listen
+        if isinstance(listen, list | tuple) and listen and all(isinstance(s, str) for s in listen):
+            return listen
+        raise ValueError("an endpoint string (tcp:3010) or a non-empty list of them")
 
 
 class TimingConfig(_Section):

@@ -79,7 +79,9 @@ class Services:
     names: tuple[str, ...]
     reactor: IReactorCore
     ports: dict[str, int] = field(default_factory=dict)
-    """The TCP port each receiver listens on, once started."""
+    """The TCP port each service listens on, once started: ``m2mp``, ``alip`` (the first
+    of their ``listen`` endpoints), ``web``, ``metrics``; a receiver's further endpoints
+    as ``m2mp.1``, ``m2mp.2``… in their order."""
     _database: Database | None = None
     _publisher: Publisher | None = None
     _consumers: list[Consumer] = field(default_factory=list)
@@ -106,9 +108,10 @@ class Services:
         no queue at all and drops messages that arrive while its consumer is busy. So the
         channel outlives the process; named by host and ports, it is the one the receiver
         takes up again when it restarts (skipping what was sent before, see Connections).
+        A receiver listening on several endpoints is named by its first.
         """
-        ports = [_listen_port(getattr(self.config.receivers, name).listen) for name in RECEIVERS
-                 if name in self.names]  # fmt: skip
+        ports = [_listen_port(getattr(self.config.receivers, name).endpoints[0])
+                 for name in RECEIVERS if name in self.names]  # fmt: skip
         return f"receiver-{host_in_channel_name()}-{'-'.join(ports)}"
 
     async def start(self) -> None:
@@ -198,15 +201,16 @@ class Services:
         for name in names:
             listening = getattr(self.config.receivers, name)
             factory = DeviceServerFactory(context, PROTOCOLS[name])
-            service = ReceiverService(name, listening.listen, factory, listening.client_ca)
-            self.ports[name] = await service.start(self.reactor)
-            self._receivers.append(service)
-            self._publisher.publish(
-                Envelope.make(
-                    topics.EVENTS, topics.NEW_RECEIVER, context.address,
-                    tcp_port=self.ports[name], source=name, host=context.host,
-                )
-            )  # fmt: skip
+            service = ReceiverService(name, listening.endpoints, factory, listening.client_ca)
+            self._receivers.append(service)  # stopped too if it opens some ports, not all
+            for index, port in enumerate(await service.start(self.reactor)):
+                self.ports[f"{name}.{index}" if index else name] = port
+                self._publisher.publish(
+                    Envelope.make(
+                        topics.EVENTS, topics.NEW_RECEIVER, context.address,
+                        tcp_port=port, source=name, host=context.host,
+                    )
+                )  # fmt: skip
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat(context))
         self._check("receivers", self._receivers_listening)
 

@@ -30,7 +30,7 @@ from cassandra.pool import Host
 
 from m2m.bus.nsqd_stats import BusStats, TopicStats, failure_text, read_stats_now, too_deep
 from m2m.cassandra import DatabaseError, connect_session
-from m2m.config import Config
+from m2m.config import Config, ListenConfig
 from m2m.endpoints import parse_endpoint
 from m2m.schema import SchemaStatus, schema_status
 
@@ -170,8 +170,8 @@ def topic_check(topic: TopicStats, max_depth: int) -> Check:
 def service_checks(config: Config) -> list[Check]:
     receivers = config.receivers
     checks = [
-        port_check("m2mp receiver", "receivers.m2mp.listen", receivers.m2mp.listen),
-        port_check("alip receiver", "receivers.alip.listen", receivers.alip.listen),
+        *receiver_checks("m2mp", receivers.m2mp),
+        *receiver_checks("alip", receivers.alip),
         http_check("web", "web.listen", config.web.listen, "/healthz", healthz_check),
     ]
     if config.metrics.listen is not None:
@@ -194,6 +194,19 @@ def local_address(listen: str) -> tuple[str, int] | None:
 
 def _where(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def receiver_checks(protocol: str, listening: ListenConfig) -> list[Check]:
+    """A port check for each endpoint of the receiver's ``listen``: ``m2mp receiver``,
+    then (a list of endpoints) ``m2mp receiver #2``… keyed ``receivers.m2mp.listen[1]``…"""
+    key = f"receivers.{protocol}.listen"
+    if isinstance(listening.listen, str):
+        return [port_check(f"{protocol} receiver", key, listening.listen)]
+    checks = []
+    for index, listen in enumerate(listening.endpoints):
+        name = f"{protocol} receiver #{index + 1}" if index else f"{protocol} receiver"
+        checks.append(port_check(name, f"{key}[{index}]", listen))
+    return checks
 
 
 def port_check(name: str, key: str, listen: str) -> Check:

@@ -31,6 +31,7 @@ from cassandra.cluster import Cluster, Session
 
 from m2m.cassandra import Database, connect_session
 from m2m.config import Config, NsqConfig, load_config
+from m2m.endpoints import parse_endpoint
 from m2m.schema import drop_keyspace
 from m2m.stack.nsq import HOST as NSQD_HOST
 from m2m.stack.nsq import NSQD_HTTP_PORT, delete_topics
@@ -214,7 +215,9 @@ def start_platform(
     """``m2m serve`` on free ports with fast session timings, ready for devices; with
     ``metrics``, its operations port too (``metrics.listen``); with ``tls`` (a directory
     ``m2m tls init`` filled), the receivers serve TLS with its server certificate, and with
-    ``client_ca`` require device certificates that CA signed."""
+    ``client_ca`` require device certificates that CA signed. A receiver's ``listen`` may be
+    given (``m2mp={"listen": [...]}``): then its port is its first endpoint's, and start-up
+    waits for every one of them."""
     settings = yaml.safe_load(base_config.read_text())
     m2mp_port, alip_port, web_port = free_port(), free_port(), free_port()
     settings["web"] = {"listen": f"tcp:{web_port}:interface=127.0.0.1"}
@@ -236,18 +239,22 @@ def start_platform(
     command = [M2M, "--config", str(config_file), "serve", *(["--only", only] if only else [])]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    config = load_config(config_file)
+    served = {name: [parse_endpoint(listen).port or 0
+                     for listen in getattr(config.receivers, name).endpoints]
+              for name in ("m2mp", "alip")}  # fmt: skip
     platform = Platform(
         config_file,
-        load_config(config_file),
-        m2mp_port,
-        alip_port,
+        config,
+        served["m2mp"][0],
+        served["alip"][0],
         web_port,
         process,
         log,
         metrics_port,
     )
-    listening = [p for name, p in (("m2mp", m2mp_port), ("alip", alip_port), ("web", web_port))
-                 if only is None or name in only]  # fmt: skip
+    listening = [p for name, ports in (*served.items(), ("web", [web_port]))
+                 if only is None or name in only for p in ports]  # fmt: skip
     if metrics_port is not None:
         listening.append(metrics_port)
     deadline = time.monotonic() + 60

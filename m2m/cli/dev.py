@@ -44,8 +44,9 @@ def dev(app: App) -> None:
             f"first login: user {FIRST_ADMIN}, password {password} "
             f"(shown once; change it with: m2m user passwd {FIRST_ADMIN})"
         )
+    m2mp, alip = config.receivers.m2mp.endpoints, config.receivers.alip.endpoints
     click.echo(
-        f"M2MP devices: {config.receivers.m2mp.listen}, ALIP devices: "
-        f"{config.receivers.alip.listen}; Ctrl-C stops the services (the stack keeps running)"
+        f"M2MP devices: {' and '.join(m2mp)}, ALIP devices: {' and '.join(alip)}; "
+        "Ctrl-C stops the services (the stack keeps running)"
     )
     serve_services(app, SERVICE_NAMES)

@@ -92,7 +92,8 @@ def _protocol_command(protocol: str) -> None:
         type=click.IntRange(1, 65535),
         metavar="P",
         default=None,
-        help=f"Its port (default: receivers.{protocol}.listen's).",
+        help=f"Its port (default: receivers.{protocol}.listen's; of a list, the first plain "
+        "one, or with --tls the first TLS one).",
     )
     @click.option(
         "--devices",
@@ -167,7 +168,7 @@ def _receiver(
 ) -> tuple[str, int]:
     """The host and port not given, from the receiver's ``listen`` in the configuration."""
     key = f"receivers.{protocol}.listen"
-    listen: str = getattr(config.receivers, protocol).listen
+    listen = _endpoint_for(getattr(config.receivers, protocol).endpoints, tls=tls_ca is not None)
     address = local_address(listen)
     if port is None:
         if address is None:
@@ -178,6 +179,13 @@ def _receiver(
             )
         port = address[1]
     return host or (address[0] if address else DEFAULT_HOST), port
+
+
+def _endpoint_for(endpoints: tuple[str, ...], tls: bool) -> str:
+    """Of the receiver's endpoints, the first inside TLS (``tls``) or the first plain one
+    (not); if it has none of that kind, its first."""
+    wanted = (listen for listen in endpoints if (parse_endpoint(listen).kind == "ssl") == tls)
+    return next(wanted, endpoints[0])
 
 
 async def _until_interrupted(plan: Plan, on_progress: Callable[[Progress], None]) -> Summary:

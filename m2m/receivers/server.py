@@ -4,8 +4,8 @@
 in-order steps, admission and departure, writing to the device, and when to stop reading
 from it. :class:`DeviceServerFactory` keeps its protocols, so it can pause them all when
 the bus cannot take more (and resume them after), walk them periodically for pings and
-timeouts, and close them at shutdown. :class:`ReceiverService` listens on a Twisted
-endpoint string; with a client CA, on a TLS endpoint that requires device certificates
+timeouts, and close them at shutdown. :class:`ReceiverService` listens on Twisted endpoint
+strings, a port each; with a client CA, its ``ssl:`` ports require device certificates
 that CA signed.
 """
 
@@ -30,6 +30,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorCore,
     ISSLTransport,
+    IStreamServerEndpoint,
     ITCPTransport,
     ITransport,
 )
@@ -355,42 +356,64 @@ def verifying_endpoint(
 
 
 class ReceiverService:
-    """A factory listening on an endpoint string, until stopped."""
+    """A factory listening on endpoint strings, a port each, until stopped.
+
+    The ports share the factory, so its limits, bus pressure and sweeps cover every one of
+    them: a plain port and a TLS port side by side serve one fleet. With a client CA, the
+    ``ssl:`` ports require device certificates it signed and the others stay plain; a
+    client CA with no ``ssl:`` port at all is an error, not a CA that protects nothing.
+    """
 
     def __init__(
-        self, name: str, listen: str, factory: DeviceServerFactory, client_ca: Path | None = None
+        self,
+        name: str,
+        endpoint_strings: Sequence[str],
+        factory: DeviceServerFactory,
+        client_ca: Path | None = None,
     ) -> None:
         self.name = name
-        self.listen = listen
+        self.endpoint_strings = tuple(endpoint_strings)
         self.factory = factory
         self.client_ca = client_ca
-        self._port: IListeningPort | None = None
+        self._ports: list[IListeningPort] = []
 
-    async def start(self, reactor: IReactorCore) -> int:
-        """Listen; returns the TCP port (useful when the endpoint asked for port 0)."""
-        endpoint = (
-            verifying_endpoint(reactor, self.listen, self.client_ca)
-            if self.client_ca is not None
-            else endpoints.serverFromString(reactor, with_backlog(self.listen))
-        )
-        listening: IListeningPort = await Deferred.asFuture(
-            endpoint.listen(self.factory), asyncio.get_running_loop()
-        )
-        self._port = listening
-        port = _port_of(listening.getHost())
-        log.info("%s receiver listening on %s (port %d)", self.name, self.listen, port)
-        return port
+    async def start(self, reactor: IReactorCore) -> list[int]:
+        """Listen on each endpoint; returns their TCP ports in order (useful when an
+        endpoint asked for port 0). Every endpoint is checked before any port opens."""
+        self._check_client_ca()
+        made = [self._endpoint(reactor, listen) for listen in self.endpoint_strings]
+        ports = []
+        for listen, endpoint in zip(self.endpoint_strings, made, strict=True):
+            listening: IListeningPort = await Deferred.asFuture(
+                endpoint.listen(self.factory), asyncio.get_running_loop()
+            )
+            self._ports.append(listening)
+            ports.append(_port_of(listening.getHost()))
+            log.info("%s receiver listening on %s (port %d)", self.name, listen, ports[-1])
+        return ports
+
+    def _check_client_ca(self) -> None:
+        """A client CA needs an ``ssl:`` port to verify devices on."""
+        tls = any(parse_endpoint(listen).kind == "ssl" for listen in self.endpoint_strings)
+        if self.client_ca is not None and not tls:
+            named = ", ".join(repr(listen) for listen in self.endpoint_strings)
+            raise TLSError(f"client_ca needs an ssl: listen string with a privateKey, not {named}")
+
+    def _endpoint(self, reactor: IReactorCore, listen: str) -> IStreamServerEndpoint:
+        """``listen``'s endpoint; with a client CA, an ``ssl:`` one verifies devices."""
+        if self.client_ca is not None and parse_endpoint(listen).kind == "ssl":
+            return verifying_endpoint(reactor, listen, self.client_ca)
+        return endpoints.serverFromString(reactor, with_backlog(listen))
 
     @property
     def listening(self) -> bool:
-        return self._port is not None
+        return bool(self._ports)
 
     async def stop(self) -> None:
         """Stop accepting, then close the devices' connections (their sessions end cleanly)."""
-        if self._port is not None:
+        while self._ports:
             await Deferred.asFuture(
-                self._port.stopListening(),  # type: ignore[arg-type]
+                self._ports.pop().stopListening(),  # type: ignore[arg-type]
                 asyncio.get_running_loop(),
             )
-            self._port = None
         self.factory.close_all()

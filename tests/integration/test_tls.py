@@ -25,7 +25,7 @@ from m2m.receivers.m2mp.client import M2MPClient
 from m2m.registry.device import device_id_for
 from m2m.timeseries import Record, TimeSeries
 from m2m.tls import IDENT_URI_PREFIX
-from tests.conftest import Platform, eventually, run_m2m, start_platform
+from tests.conftest import Platform, eventually, free_port, run_m2m, start_platform
 
 HOST = "127.0.0.1"
 
@@ -158,6 +158,33 @@ def test_simulated_devices_over_tls_get_in_and_are_acknowledged(
     summary = json.loads(result.stdout)
     assert summary["identified"] == 3 and summary["errors"] == 0
     assert summary["sent"] == summary["acknowledged"] == 30
+
+
+async def test_one_receiver_serves_a_plain_port_and_a_tls_port_side_by_side(
+    config_file: Path,
+    tls_dir: Path,
+    database: Database,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    plain, tls = free_port(), free_port()
+    server = f"privateKey={tls_dir}/server.key:certKey={tls_dir}/server.pem"
+    listen = [f"tcp:{plain}:interface={HOST}", f"ssl:{tls}:interface={HOST}:{server}"]
+    running = start_platform(config_file, tmp_path_factory.mktemp("both"), m2mp={"listen": listen})
+    try:
+        assert running.m2mp_port == plain  # the first endpoint's
+        old, new = f"tls:{uuid.uuid4().hex[:12]}", f"tls:{uuid.uuid4().hex[:12]}"
+        async with (
+            await M2MPClient.connect(HOST, plain) as old_device,
+            await M2MPClient.connect(HOST, tls, tls=trusting(tls_dir / "ca.pem")) as new_device,
+        ):
+            for device, ident, latitude in ((old_device, old, 1.5), (new_device, new, 2.5)):
+                assert await device.identify(ident)
+                device.send_data("sen:loc", struct.pack(">ff", latitude, 9.0))
+                await device.ping(1)
+        assert (await stored(database, old, "sen:loc"))[0].data == {"lat": 1.5, "lon": 9.0}
+        assert (await stored(database, new, "sen:loc"))[0].data == {"lat": 2.5, "lon": 9.0}
+    finally:
+        running.stop()
 
 
 # -- certificate-bound devices: client_ca and enrollment: certificate -----------------------

@@ -54,6 +54,36 @@ def test_a_partial_file_keeps_the_other_defaults(tmp_path: Path) -> None:
     assert config.receivers.alip.listen == "tcp:3050"
 
 
+def test_a_receiver_listens_on_one_endpoint_string(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("receivers: {m2mp: {listen: 'ssl:3011:privateKey=k.pem'}}\n")
+    m2mp = load_config(path).receivers.m2mp
+    assert m2mp.listen == "ssl:3011:privateKey=k.pem"
+    assert m2mp.endpoints == ("ssl:3011:privateKey=k.pem",)
+
+
+def test_a_receiver_listens_on_a_list_of_endpoint_strings_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "receivers:\n"
+        "  alip: {listen: ['tcp:3050', 'ssl:3051:privateKey=k.pem'], client_ca: ca.pem}\n"
+    )
+    alip = load_config(path).receivers.alip
+    assert alip.endpoints == ("tcp:3050", "ssl:3051:privateKey=k.pem")
+    assert alip.client_ca == Path("ca.pem")
+
+
+def test_a_receiver_listening_on_no_endpoint_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("receivers: {m2mp: {listen: []}}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == (
+        f"{path}: key 'receivers.m2mp.listen': "
+        "Value error, an endpoint string (tcp:3010) or a non-empty list of them"
+    )
+
+
 def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("")
