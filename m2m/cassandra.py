@@ -61,6 +61,7 @@ from prometheus_client import Histogram
 from m2m.config import CassandraConfig
 from m2m.errors import M2MError, Unavailable
 from m2m.metrics import CASSANDRA_ERRORS, CASSANDRA_REQUESTS, CASSANDRA_RETRIES, statement_label
+from m2m.tls_client import client_context
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,8 @@ def consistency_level(name: str) -> int:
 
 
 def open_cluster(config: CassandraConfig) -> Cluster:
-    """A driver Cluster for the configured contact points, consistency and credentials."""
+    """A driver Cluster for the configured contact points, consistency, credentials and
+    TLS (each node's certificate must name the address it is reached at)."""
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(config.local_dc)),
         consistency_level=consistency_level(config.consistency),
@@ -156,6 +158,7 @@ def open_cluster(config: CassandraConfig) -> Cluster:
         port=config.port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=auth,
+        ssl_context=client_context(config.tls, "cassandra.tls") if config.tls else None,
         protocol_version=5,
         # The driver's default waits up to 10 minutes between attempts to reach a node
         # that went down: once it is back, workers holding messages would wait that long.
@@ -164,14 +167,32 @@ def open_cluster(config: CassandraConfig) -> Cluster:
 
 
 def connect_session(config: CassandraConfig) -> tuple[Cluster, Session]:
-    """Connect, mapping "nothing answers" to a DatabaseError that names the addresses."""
+    """Connect, mapping "nothing answers" to a DatabaseError that names the addresses and
+    says, per node, why (the driver's own logs of it, tracebacks, are held back)."""
     cluster = open_cluster(config)
     try:
-        return cluster, cluster.connect()
+        with _driver_logs_held(logging.getLogger("cassandra.cluster")):
+            return cluster, cluster.connect()
     except Exception as exc:
         cluster.shutdown()
         where = ", ".join(f"{host}:{config.port}" for host in config.contact_points)
-        raise DatabaseError(f"cannot use Cassandra at {where}: {exc}") from exc
+        raise DatabaseError(f"cannot use Cassandra at {where}: {_why(exc)}") from exc
+
+
+@contextlib.contextmanager
+def _driver_logs_held(logger: logging.Logger) -> Iterator[None]:
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _why(failure: Exception) -> str:
+    if isinstance(failure, NoHostAvailable) and failure.errors:
+        return "; ".join(f"{host}: {error}" for host, error in failure.errors.items())
+    return str(failure)
 
 
 RECONNECT_FIRST = 0.5

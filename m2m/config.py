@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from m2m.errors import M2MError
 
@@ -41,6 +49,23 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TlsFiles(_Section):
+    """PEM files for a TLS connection the platform opens (to Cassandra, to nsqd)."""
+
+    ca: Path
+    """The CA that signed the server's certificate: the server is verified against it,
+    its certificate naming the address connected to."""
+    cert: Path | None = None
+    """This client's certificate, for servers that require one (with ``key``)."""
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> TlsFiles:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together: give both or neither")
+        return self
+
+
 class CassandraConfig(_Section):
     contact_points: list[str] = ["127.0.0.1"]
     port: int = Field(9042, ge=1, le=65535)
@@ -51,12 +76,18 @@ class CassandraConfig(_Section):
     """The datacenter whose nodes serve requests (default: that of the contact points)."""
     username: str | None = None
     password: SecretStr | None = None
+    tls: TlsFiles | None = None
+    """Client-to-node encryption: unset, the driver speaks plain CQL."""
     max_in_flight: int = Field(256, ge=1)
     """Requests one process keeps outstanding at most; more wait for a free slot."""
 
 
 class NsqConfig(_Section):
     nsqd_tcp_addresses: list[str] = ["127.0.0.1:4150"]
+    tls: TlsFiles | None = None
+    """TLS to nsqd's TCP port, where messages are published and consumed (nsqd's
+    ``--tls-required``). The lookup daemons and nsqd's HTTP port stay plain HTTP: NSQ
+    has no TLS for the former, and only the latter's port is advertised by them."""
     lookupd_http_addresses: list[str] = ["127.0.0.1:4161"]
     lookupd_poll_interval: int = Field(15, ge=1)
     """Seconds between asking the lookup daemons which nsqd hold a consumer's topic."""

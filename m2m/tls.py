@@ -18,6 +18,7 @@ import datetime
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,9 @@ class Issued:
     key: Path
 
 
-def init_ca(directory: Path) -> Path:
-    """A CA and a server certificate for this host in ``directory`` (made if need be).
+def init_ca(directory: Path, addresses: Sequence[str] = SERVER_ADDRESSES) -> Path:
+    """A CA and a server certificate for this host in ``directory`` (made if need be),
+    naming ``localhost`` and ``addresses``.
 
     A CA already there is kept, so certificates issued before stay valid; the server
     certificate is issued again.
@@ -70,7 +72,7 @@ def init_ca(directory: Path) -> Path:
         common_name="localhost",
         alternative_names=[
             *(x509.DNSName(name) for name in SERVER_NAMES),
-            *(x509.IPAddress(ipaddress.ip_address(address)) for address in SERVER_ADDRESSES),
+            *(x509.IPAddress(ipaddress.ip_address(address)) for address in addresses),
         ],
         purpose=ExtendedKeyUsageOID.SERVER_AUTH,
     )
@@ -86,6 +88,19 @@ def issue_device(directory: Path, ident: str) -> Issued:
         f"device-{_UNSAFE_IN_FILE_NAME.sub('_', ident)}",
         common_name=ident,
         alternative_names=[x509.UniformResourceIdentifier(f"{IDENT_URI_PREFIX}{ident}")],
+        purpose=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+
+
+def issue_client(directory: Path, name: str) -> Issued:
+    """A client certificate and key named ``name`` (``client-<name>.pem``/``.key``), signed
+    by the CA in ``directory``: how a platform's processes prove themselves to a server
+    that requires client certificates (the secure stack's nsqd and Cassandra)."""
+    return _issue(
+        directory,
+        f"client-{_UNSAFE_IN_FILE_NAME.sub('_', name)}",
+        common_name=name,
+        alternative_names=[],
         purpose=ExtendedKeyUsageOID.CLIENT_AUTH,
     )
 
@@ -122,15 +137,17 @@ def _issue(
     ca_certificate, ca_key = _load_ca(directory)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    certificate = (
+    builder = (
         _builder(subject, ca_certificate.subject, key.public_key(), LEAF_DAYS)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([purpose]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(alternative_names), critical=False)
-        .sign(ca_key, hashes.SHA256())
     )
-    return _write(directory, stem, certificate, key)
+    if alternative_names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(alternative_names), critical=False
+        )
+    return _write(directory, stem, builder.sign(ca_key, hashes.SHA256()), key)
 
 
 def _builder(
@@ -185,8 +202,13 @@ def _write(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    descriptor = os.open(issued.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(key_bytes)
-    issued.key.chmod(0o600)  # a key file there before keeps its mode otherwise
+    write_private(issued.key, key_bytes)
     return issued
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only (a key, a password)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+    path.chmod(0o600)  # a file there before keeps its mode otherwise

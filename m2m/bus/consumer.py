@@ -54,6 +54,7 @@ from m2m.bus.publisher import Publisher
 from m2m.config import NsqConfig
 from m2m.errors import InvalidInput, Unavailable
 from m2m.metrics import MESSAGE_AGE
+from m2m.tls_client import pynsq_tls
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class Consumer:
         self._publisher = publisher
         """Where messages that keep failing are parked."""
         self._reader: nsq.Reader | None = None
+        self._tls = pynsq_tls(config)
         self._running: set[asyncio.Task[None]] = set()
         self.log = logging.LoggerAdapter(log, {"topic": topic, "channel": channel})
         """Its records carry ``topic`` and ``channel``; its messages name them too."""
@@ -135,6 +137,7 @@ class Consumer:
             # nsqd otherwise holds messages up to 250 ms before sending them on: at every
             # hop (converter, storage) that is latency a device's data does not need.
             output_buffer_timeout=OUTPUT_BUFFER_TIMEOUT_MS,
+            **self._tls,
         )
 
     @property

@@ -29,6 +29,7 @@ from m2m.bus.envelope import Address, Envelope, InvalidMessage
 from m2m.bus.publisher import Publisher
 from m2m.config import NsqConfig
 from m2m.errors import M2MError
+from m2m.tls_client import pynsq_tls
 
 DEAD_TOPIC_SUFFIX: Final = ".dead"
 DEAD_CHANNEL: Final = "dead"
@@ -169,6 +170,7 @@ class DeadLetters:
             lookupd_poll_interval=config.lookupd_poll_interval,
             max_in_flight=limit,
             max_tries=0,
+            **pynsq_tls(config),
         )
         try:
             await self._until_quiet(reader, arrived)

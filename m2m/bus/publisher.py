@@ -44,6 +44,7 @@ from m2m.bus.envelope import Envelope
 from m2m.config import NsqConfig
 from m2m.errors import InvalidInput, Unavailable
 from m2m.metrics import PUBLISH_LATENCY
+from m2m.tls_client import pynsq_tls
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class Publisher:
         if not 0 < high_water <= capacity:
             raise ValueError("need 0 < high_water <= capacity")
         self._addresses = list(config.nsqd_tcp_addresses)
+        self._tls = pynsq_tls(config)
         self._topic_prefix = config.topic_prefix
         self._max_message_bytes = config.max_message_bytes
         self._high_water = high_water
@@ -142,7 +144,9 @@ class Publisher:
 
     def start(self) -> None:
         """Connect to nsqd; call with the asyncio loop running (pynsq binds to it)."""
-        self._writer = nsq.Writer(self._addresses, reconnect_interval=self._reconnect_interval)
+        self._writer = nsq.Writer(
+            self._addresses, reconnect_interval=self._reconnect_interval, **self._tls
+        )
         for topic in self._queues:  # what was queued before the start
             asyncio.get_running_loop().call_later(self._retry_delay, self._retry, topic)
 
