@@ -21,6 +21,7 @@ import stat
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Literal
 
@@ -224,6 +225,16 @@ class StackConfig(_Section):
     cassandra_version: str = "5.0.9"
     nsq_version: str = "1.3.0"
     cassandra_heap: str = "1G"
+    address: IPv4Address = Field(IPv4Address("127.0.0.1"))
+    """The loopback address the services listen on, Cassandra node N on the (N-1)th one
+    after it: another (``127.0.2.1``) runs a second stack beside the first."""
+
+    @field_validator("address")
+    @classmethod
+    def _loopback(cls, address: IPv4Address) -> IPv4Address:
+        if not address.is_loopback:
+            raise ValueError("the local stack listens on a loopback address (127.x.y.z)")
+        return address
 
 
 class Config(_Section):

@@ -95,13 +95,19 @@ def replication_cql(replication: dict[str, str | int]) -> str:
 
 
 def apply_schema(config: CassandraConfig) -> list[Migration]:
-    """Create the keyspace if needed and apply every migration not yet recorded in it."""
+    """Create the keyspace if needed and apply every migration not yet recorded in it.
+
+    The keyspace is created only when it does not exist: Cassandra checks the permission
+    to create keyspaces even for ``IF NOT EXISTS``, and a platform's role may hold
+    permissions on its own keyspace only (see ``m2m stack up --secure``).
+    """
     replication = replication_cql(config.replication)
     cluster, session = connect_session(config)
     try:
-        session.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {config.keyspace} WITH replication = {replication}"
-        )
+        if config.keyspace not in cluster.metadata.keyspaces:
+            session.execute(
+                f"CREATE KEYSPACE IF NOT EXISTS {config.keyspace} WITH replication = {replication}"
+            )
         session.set_keyspace(config.keyspace)
         session.execute(
             f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "

@@ -33,12 +33,22 @@ def stack() -> None:
 
 @stack.command()
 @click.option("--nodes", default=1, show_default=True, help="Cassandra nodes (127.0.0.N).")
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Cassandra with passwords, permissions and TLS, nsqd with TLS; the platform's "
+    "role may use cassandra.keyspace only. Writes the platform's settings to "
+    "<state>/m2m.yaml.",
+)
 @pass_app
-def up(app: App, nodes: int) -> None:
+def up(app: App, nodes: int, secure: bool) -> None:
     """Provision and start the stack; wait until every service answers. Safe to re-run."""
-    statuses = LocalStack(app.config.stack).up(nodes)
+    local = LocalStack(app.config.stack)
+    statuses = local.up(nodes, app.config.cassandra if secure else None)
     print_checks(_checks(statuses), as_json=False)
-    click.echo(f"state: {LocalStack(app.config.stack).state_dir}")
+    click.echo(f"state: {local.state_dir}")
+    if secure:
+        click.echo(f"platform config: {local.state_dir / 'm2m.yaml'}")
 
 
 @stack.command()

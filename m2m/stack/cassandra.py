@@ -1,15 +1,19 @@
 """A real Apache Cassandra node run from the Maven Central jars, configured for this machine.
 
-Node ``i`` (1-based) listens on 127.0.0.``i`` with the standard ports, so a cluster of a few
-nodes fits on one machine. Each node owns one token, spread evenly over the ring, and skips
-the wait for gossip to settle: a single node answers CQL within seconds of starting.
+Node ``i`` (1-based) listens on the ``i``-th loopback address from the stack's (127.0.0.1,
+127.0.0.2…) with the standard ports, so a cluster of a few nodes fits on one machine.
+Each node owns one token, spread evenly over the ring, and skips the wait for gossip to
+settle: a single node answers CQL within seconds of starting.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -66,6 +70,16 @@ _LOGBACK = """\
 
 
 @dataclass(frozen=True)
+class NodeSecurity:
+    """A secure node's settings: how it authenticates and authorizes (its ``cassandra.yaml``
+    keys), and how to connect to it to see whether it answers."""
+
+    settings: dict[str, object]
+    connection: Callable[[], dict[str, Any]]
+    """The driver Cluster's keyword arguments for an administrator's connection."""
+
+
+@dataclass(frozen=True)
 class CassandraNode:
     index: int
     cluster_size: int
@@ -73,6 +87,9 @@ class CassandraNode:
     lib_dir: Path
     java: str
     heap: str
+    first_address: IPv4Address
+    """The first node's; the others follow it."""
+    security: NodeSecurity | None = None
 
     @property
     def name(self) -> str:
@@ -80,7 +97,7 @@ class CassandraNode:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.{self.index}"
+        return str(self.first_address + self.index - 1)
 
     @property
     def home(self) -> Path:
@@ -107,7 +124,7 @@ class CassandraNode:
             "seed_provider": [
                 {
                     "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
-                    "parameters": [{"seeds": "127.0.0.1"}],
+                    "parameters": [{"seeds": str(self.first_address)}],
                 }
             ],
             "listen_address": self.address,
@@ -120,6 +137,7 @@ class CassandraNode:
             "auto_snapshot": False,
             "authenticator": "AllowAllAuthenticator",
             "authorizer": "AllowAllAuthorizer",
+            **(self.security.settings if self.security else {}),
         }
 
     def write_config(self) -> None:
@@ -191,12 +209,13 @@ class CassandraNode:
             port=NATIVE_PORT,
             connect_timeout=3,
             load_balancing_policy=WhiteListRoundRobinPolicy([self.address]),
+            **(self.security.connection() if self.security else {}),
         )
         try:
             session = cluster.connect()
             session.execute("SELECT release_version FROM system.local", timeout=5)
             return True
-        except Exception:  # any failure means: not ready yet
+        except Exception:  # any failure means: not ready yet (roles come a little later)
             return False
         finally:
             cluster.shutdown()

@@ -2,7 +2,8 @@
 
 ``up`` provisions what is missing (cached per user), starts what is not running and waits
 until every service answers; it is safe to run again. The number of Cassandra nodes chosen
-at ``up`` is remembered in the state directory, so ``status`` and ``down`` need no options.
+at ``up``, and whether the stack is secure (see :mod:`m2m.stack.secure`), are remembered in
+the state directory, so ``status`` and ``down`` need no options.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from m2m.config import StackConfig
+from m2m.config import CassandraConfig, StackConfig
 from m2m.stack import nsq, provision
 from m2m.stack.cassandra import CassandraNode
 from m2m.stack.process import ServiceProcess, StackError
+from m2m.stack.secure import StackSecurity
 
 MAX_NODES = 9
 
@@ -46,6 +48,20 @@ class LocalStack:
     def _nodes_file(self) -> Path:
         return self.state_dir / "nodes"
 
+    @property
+    def _secure_file(self) -> Path:
+        return self.state_dir / "secure"
+
+    def is_secure(self) -> bool:
+        return self._secure_file.exists()
+
+    def security(self, nodes: int | None = None) -> StackSecurity:
+        nodes = self.node_count() if nodes is None else nodes
+        return StackSecurity(self.state_dir, [self._address(i) for i in range(1, nodes + 1)])
+
+    def _address(self, node: int) -> str:
+        return str(self.config.address + node - 1)
+
     def node_count(self) -> int:
         try:
             return int(self._nodes_file.read_text().strip())
@@ -57,12 +73,21 @@ class LocalStack:
         nodes = self.node_count() if nodes is None else nodes
         nsq_bin = self._nsq.home / "bin"
         cassandra_lib = self._cassandra.home / "lib"
+        host = str(self.config.address)
+        security = self.security(nodes) if self.is_secure() else None
         return [
-            nsq.nsqlookupd(nsq_bin, self.state_dir),
-            nsq.nsqd(nsq_bin, self.state_dir),
+            nsq.nsqlookupd(nsq_bin, self.state_dir, host),
+            nsq.nsqd(nsq_bin, self.state_dir, host, security.nsqd() if security else None),
             *(
                 CassandraNode(
-                    i, nodes, self.state_dir, cassandra_lib, java, self._heap(nodes)
+                    i,
+                    nodes,
+                    self.state_dir,
+                    cassandra_lib,
+                    java,
+                    self._heap(nodes),
+                    self.config.address,
+                    security.cassandra_node() if security else None,
                 ).service()
                 for i in range(1, nodes + 1)
             ),
@@ -79,22 +104,39 @@ class LocalStack:
         names = ", ".join(s.name for s in self.services())
         raise StackError(f"no service named '{name}' in this stack (it has: {names})")
 
-    def up(self, nodes: int = 1) -> list[ServiceStatus]:
+    def up(self, nodes: int = 1, secure: CassandraConfig | None = None) -> list[ServiceStatus]:
+        """Start the stack; ``secure``: the secure one, its platform role granted
+        ``secure.keyspace`` (then ``m2m.yaml`` in the state directory says how to use it)."""
         if not 1 <= nodes <= MAX_NODES:
             raise StackError(f"--nodes must be between 1 and {MAX_NODES}")
-        if self._any_cassandra_running() and nodes != self.node_count():
+        running = [service.name for service in self.services() if service.pid() is not None]
+        if any(name.startswith("cassandra") for name in running) and nodes != self.node_count():
             raise StackError(
                 f"the stack runs {self.node_count()} Cassandra node(s); "
                 f"run 'm2m stack down' before starting it with {nodes}"
             )
+        if running and (secure is not None) != self.is_secure():
+            state = "secure" if self.is_secure() else "not secure"
+            raise StackError(f"the stack runs {state}; run 'm2m stack down' before changing it")
         java = _java()
         provision.ensure_all([self._nsq, self._cassandra])
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._nodes_file.write_text(f"{nodes}\n")
+        if secure is not None:
+            self._secure_file.touch()
+            self.security(nodes).prepare()
+        else:
+            self._secure_file.unlink(missing_ok=True)
         for service in self.services(nodes, java):
             # One at a time: Cassandra nodes refuse to join the ring concurrently.
             service.start()
             service.wait_healthy()
+        if secure is not None:
+            security = self.security(nodes)
+            security.provision(secure)
+            security.write_platform_config(self.config, secure)
+            for service in self.services(nodes, java):
+                service.wait_healthy()  # its check now logs in with the new password
         return self.status()
 
     def start(self, name: str) -> ServiceStatus:
@@ -125,13 +167,6 @@ class LocalStack:
             healthy=pid is not None and service.is_healthy(),
             endpoints=", ".join(str(e) for e in service.endpoints),
             log=service.log_file,
-        )
-
-    def _any_cassandra_running(self) -> bool:
-        return any(
-            service.pid() is not None
-            for service in self.services()
-            if service.name.startswith("cassandra")
         )
 
 
