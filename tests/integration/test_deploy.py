@@ -440,6 +440,23 @@ def test_production_config_validates(tmp_path: Path) -> None:
     assert cassandra.password is not None and cassandra.password.get_secret_value() == "s3cret"
 
 
+def test_production_turns_tls_on_for_cassandra_nsq_and_new_devices() -> None:
+    settings = yaml.safe_load((DEPLOY / "m2m.production.yaml").read_text())
+    config = Config.model_validate({**settings, "cassandra": {**settings["cassandra"],
+                                                              "password": None}})  # fmt: skip
+    for files in (config.cassandra.tls, config.nsq.tls):
+        assert files is not None and files.cert is not None and files.key is not None
+    for receiver in (config.receivers.m2mp, config.receivers.alip):
+        kinds = [endpoint.split(":", 1)[0] for endpoint in receiver.endpoints]
+        assert kinds == ["tcp", "ssl"] and receiver.client_ca is not None
+    cassandra = yaml.safe_load((DEPLOY / "cassandra" / "cassandra.production.yaml").read_text())
+    assert cassandra["authenticator"] == "PasswordAuthenticator"
+    assert cassandra["authorizer"] == "CassandraAuthorizer"
+    encryption = cassandra["client_encryption_options"]
+    assert encryption["enabled"] and not encryption["optional"]
+    assert encryption["require_client_auth"]
+
+
 def test_tuning_cql_changes_only_options_of_existing_tables() -> None:
     created = {
         match.group(1)
