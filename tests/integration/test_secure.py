@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import socket
 import ssl
 import stat
@@ -112,6 +113,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
         yield secure
     finally:
         secure.m2m("stack", "down", config=stack_config)
+        shutil.rmtree(secure.state_dir / "cassandra1", ignore_errors=True)  # its data
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +183,19 @@ def test_the_secure_stack_keeps_its_secrets_to_its_owner(secure: SecureStack) ->
     assert "127.0.2.1:4152 (nsqd HTTPS)" in status.stdout.decode()
 
 
+def test_up_again_keeps_it_secure_and_plain_is_refused_while_it_runs(
+    secure: SecureStack,
+) -> None:
+    password = secure.secret("cassandra-m2m")
+    secure.m2m("stack", "up", "--secure", config=secure.stack_config)
+    assert secure.secret("cassandra-m2m") == password
+    plain = secure.m2m("stack", "up", config=secure.stack_config, check=False)
+    assert plain.returncode == 1
+    assert plain.stderr.decode() == (
+        "Error: the stack runs secure; run 'm2m stack down' before changing it\n"
+    )
+
+
 async def test_devices_are_served_end_to_end_through_authenticated_encrypted_back_ends(
     secure: SecureStack, platform: Platform, device_tls: Path
 ) -> None:
@@ -219,6 +234,21 @@ def test_nsqd_refuses_a_client_without_tls(secure: SecureStack) -> None:
         connection.sendall(b"  V2" + b"SUB storage plain\n")
         answer = connection.recv(1024)
     assert b"TLS required" in answer
+
+
+def test_nsqd_refuses_tls_without_a_client_certificate(secure: SecureStack) -> None:
+    identify = json.dumps({"tls_v1": True, "feature_negotiation": True}).encode()
+    trusting_nsqd = trusting(secure.state_dir / "tls" / "ca.pem")  # but presenting nothing
+    with socket.create_connection((ADDRESS, NSQD_TCP_PORT), timeout=10) as connection:
+        connection.sendall(b"  V2IDENTIFY\n" + struct.pack(">l", len(identify)) + identify)
+        size, _ = struct.unpack(">ll", connection.recv(8))
+        assert json.loads(connection.recv(size - 4))["tls_v1"] is True  # upgrade now
+        try:
+            with trusting_nsqd.wrap_socket(connection, server_hostname=ADDRESS) as tls:
+                answer = tls.recv(1024)
+        except (ssl.SSLError, ConnectionError) as refused:
+            answer = repr(refused).encode()
+    assert b"certificate required" in answer or answer == b"", answer
 
 
 @pytest.mark.parametrize("section", ["cassandra", "nsq"])
