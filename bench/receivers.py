@@ -857,11 +857,15 @@ def stored(stats: dict[str, Any]) -> ChannelState:
     return state or ChannelState(0, 0)
 
 
+Figures = list[tuple[float, float]]
+"""An end-to-end run's (records/s stored, serve CPU per record), per device count."""
+
+
 async def bench_end_to_end(
     plan: Plan, results: Results, settings: dict[str, Any], binary: Path, directory: Path,
     database: Database, in_flight: int, profile: Path | None, processes: Sequence[str | None],
     metrics: bool = False, code: Path | None = None, tls: Path | None = None,
-) -> list[tuple[float, float]]:  # fmt: skip
+) -> Figures:  # fmt: skip
     """Per device count: records stored per second and serve's CPU seconds per record."""
     figures = []
     label = ", metrics scraped" if metrics else (", before metrics" if code else "")
@@ -986,22 +990,41 @@ def cpu_goal(cpu_per_record: float, processes: int) -> tuple[str, bool] | tuple[
     )
 
 
+async def in_turns(
+    rounds: int, variants: dict[str, Callable[[], Awaitable[Figures]]]
+) -> dict[str, list[Figures]]:
+    """Each variant's runs, ``rounds`` times in turns: whatever drifts meanwhile (the
+    machine, Cassandra's compactions) weighs on every variant alike."""
+    runs: dict[str, list[Figures]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            runs[name].append(await run())
+    return runs
+
+
 async def bench_tls_cost(
     plan: Plan, results: Results, settings: dict[str, Any], binary: Path, directory: Path,
-    database: Database, in_flight: int,
+    database: Database, in_flight: int, rounds: int,
 ) -> None:  # fmt: skip
-    """The deployed end-to-end run with plain device ports, then with TLS ones (the
-    certificates of ``m2m tls init``), as ratios: what TLS costs a device's records."""
+    """The deployed end-to-end run with plain device ports and with TLS ones (the
+    certificates of ``m2m tls init``), in turns after a run that warms Cassandra up; the
+    medians as ratios: what TLS costs a device's records."""
     tls = init_ca(directory / "tls")
-    plain = await bench_end_to_end(plan, results, settings, binary, directory, database,
-                                   in_flight, None, DEPLOYED)  # fmt: skip
-    secured = await bench_end_to_end(plan, results, settings, binary, directory, database,
-                                     in_flight, None, DEPLOYED, tls=tls)  # fmt: skip
+
+    def deployed(tls: Path | None) -> Callable[[], Awaitable[Figures]]:
+        return lambda: bench_end_to_end(plan, results, settings, binary, directory, database,
+                                        in_flight, None, DEPLOYED, tls=tls)  # fmt: skip
+
+    await bench_end_to_end(plan, Results(), settings, binary, directory, database, in_flight,
+                           None, DEPLOYED)  # fmt: skip
+    runs = await in_turns(rounds, {"plain": deployed(None), "tls": deployed(tls)})
     scenario = "7 tls cost"
-    heading(f"{scenario}: the deployed end-to-end runs, TLS / plain")
-    for count, (plain_rate, plain_cpu), (tls_rate, tls_cpu) in zip(
-        plan.devices, plain, secured, strict=True
-    ):
+    heading(f"{scenario}: the deployed end-to-end runs, {rounds} rounds each, medians")
+    for index, count in enumerate(plan.devices):
+        plain_rate, tls_rate = (statistics.median(run[index][0] for run in runs[name])
+                                for name in ("plain", "tls"))  # fmt: skip
+        plain_cpu, tls_cpu = (statistics.median(run[index][1] for run in runs[name])
+                              for name in ("plain", "tls"))  # fmt: skip
         stored = f"{tls_rate / plain_rate:.0%} ({tls_rate:,.0f} vs {plain_rate:,.0f}/s)"
         results.add(scenario, f"{count:,} dev: records/s stored, TLS / plain", stored)
         cpu = f"{tls_cpu / plain_cpu:.0%} ({tls_cpu * 1e6:,.0f} vs {plain_cpu * 1e6:,.0f} µs)"
@@ -1017,17 +1040,19 @@ async def bench_metrics_cost(
     variants: dict[str, tuple[bool, Path | None]] = {"off": (False, None), "on": (True, None)}
     if before is not None:
         variants["before"] = (False, before)
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+
+    def one_process(metrics: bool, code: Path | None) -> Callable[[], Awaitable[Figures]]:
+        return lambda: bench_end_to_end(plan, results, settings, binary, directory, database,
+                                        in_flight, None, ONE_PROCESS, metrics, code)  # fmt: skip
+
     await bench_end_to_end(plan, Results(), settings, binary, directory, database, in_flight,
                            None, ONE_PROCESS)  # fmt: skip
-    for _ in range(rounds):
-        for name, (metrics, code) in variants.items():
-            runs[name] += await bench_end_to_end(
-                plan, results, settings, binary, directory, database, in_flight, None,
-                ONE_PROCESS, metrics, code,
-            )  # fmt: skip
-    rate = {name: statistics.median(r for r, _ in figures) for name, figures in runs.items()}
-    cpu = {name: statistics.median(c for _, c in figures) for name, figures in runs.items()}
+    runs = await in_turns(
+        rounds, {name: one_process(*variant) for name, variant in variants.items()}
+    )
+    figures = {name: [f for run in name_runs for f in run] for name, name_runs in runs.items()}
+    rate = {name: statistics.median(r for r, _ in found) for name, found in figures.items()}
+    cpu = {name: statistics.median(c for _, c in found) for name, found in figures.items()}
     scenario = "5 metrics cost"
     heading(f"{scenario}: {rounds} rounds each, medians")
     for base in [name for name in ("off", "before") if name in variants]:
@@ -1267,7 +1292,7 @@ async def run(
                                  before)  # fmt: skip
         if "tls" in scenarios:
             await bench_tls_cost(plan, results, settings, binary, directory, database,
-                                 config.cassandra.max_in_flight)  # fmt: skip
+                                 config.cassandra.max_in_flight, rounds)  # fmt: skip
         if "metrics" in scenarios:
             await bench_metrics_cost(plan, results, settings, binary, directory, database,
                                      config.cassandra.max_in_flight, before, rounds)  # fmt: skip
@@ -1297,8 +1322,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
     parser.add_argument("--baseline-rev", metavar="REV", help="metrics and sessions scenarios: "
                         "also run serve from this git revision (the code before)")  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=3, help="metrics scenario: rounds of "
-                        "its runs, in turns (default 3)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3, help="metrics and tls scenarios: "
+                        "rounds of their runs, in turns (default 3)")  # fmt: skip
     parser.add_argument("--profile", metavar="DIR", type=Path, help="run each m2m serve under "
                         "cProfile, keep its stats in DIR and print where its time goes "
                         "(slows serve down)")  # fmt: skip
