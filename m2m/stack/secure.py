@@ -12,7 +12,7 @@ directory (``tls/`` and ``secrets/``, readable by their owner only):
 - nsqd requiring TLS with a client certificate on its TCP port;
 - a client certificate for the platform's processes (``client-m2m``), and ``m2m.yaml``:
   the ``cassandra`` and ``nsq`` sections a platform needs to use the stack, the password
-  by reference (``{file: secrets/cassandra-m2m}``).
+  by reference (``{file: <state>/secrets/cassandra-m2m}``).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class StackSecurity:
                     "ssl_context_factory": {"class_name": PEM_CONTEXT_FACTORY},
                 },
             },
-            connection=lambda: self._connection(SUPERUSER, self._superuser_password()),
+            connection=self._superuser_connection,
         )
 
     def _superuser_password(self) -> str:
@@ -121,12 +121,13 @@ class StackSecurity:
         except FileNotFoundError:
             return DEFAULT_SUPERUSER_PASSWORD
 
-    def _connection(self, role: str, password: str) -> dict[str, Any]:
+    def _superuser_connection(self) -> dict[str, Any]:
+        """The driver Cluster's keyword arguments to connect as the superuser."""
         from cassandra.auth import PlainTextAuthProvider
 
         return {
-            "ssl_context": client_context(self.client_files, "the stack's client certificate"),
-            "auth_provider": PlainTextAuthProvider(role, password),
+            "ssl_context": client_context(self.client_files, "stack.tls"),
+            "auth_provider": PlainTextAuthProvider(SUPERUSER, self._superuser_password()),
         }
 
     def provision(self, cassandra: CassandraConfig) -> None:
@@ -140,7 +141,7 @@ class StackSecurity:
             [self.addresses[0]],
             port=NATIVE_PORT,
             protocol_version=5,
-            **self._connection(SUPERUSER, self._superuser_password()),
+            **self._superuser_connection(),
         )
         try:
             session = cluster.connect()
