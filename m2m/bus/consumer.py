@@ -114,7 +114,8 @@ class Consumer:
         """Where messages that keep failing are parked."""
         self._reader: nsq.Reader | None = None
         self._tls = pynsq_tls(config)
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], nsq.Message] = {}
+        """The messages in hand, by the task handling each."""
         self.log = logging.LoggerAdapter(log, {"topic": topic, "channel": channel})
         """Its records carry ``topic`` and ``channel``; its messages name them too."""
         self._outage = _Outage(f"{topic}/{channel}", self.log)
@@ -149,15 +150,18 @@ class Consumer:
     async def close(self, timeout: float = 10.0) -> None:
         """Stop taking messages and let the ones being handled finish (for ``timeout`` s).
 
-        What is still in hand then (retrying through an outage) is dropped here and
-        delivered again by nsqd: nothing is lost.
+        What is still in hand then (retrying through an outage) is given back to nsqd, to
+        be delivered again at once: nothing is lost, and nothing waits for nsqd's message
+        timeout (a minute) to come back.
         """
         if self._reader is not None:
             self._reader.set_max_in_flight(0)
         if self._running:
             await asyncio.wait(self._running, timeout=timeout)
-            for task in self._running:
+            for task, message in list(self._running.items()):
                 task.cancel()
+                if not message.has_responded():
+                    message.requeue(backoff=False, time_ms=0)
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -178,8 +182,8 @@ class Consumer:
             return True
         message.enable_async()
         task = asyncio.get_running_loop().create_task(self._handle(handler, envelope, message))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._running[task] = message
+        task.add_done_callback(self._running.pop)
         return None
 
     async def _handle(self, handler: Handler, envelope: Envelope, message: nsq.Message) -> None:
