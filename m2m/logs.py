@@ -6,6 +6,11 @@ device connection, ``topic`` and ``channel`` for a consumer), so a log pipeline 
 every line about one device without parsing messages. The libraries' records (Twisted's,
 the Cassandra driver's, pynsq's, Tornado's) go through the same formatter.
 
+The bus libraries say the same thing again at every reconnection attempt (a second apart)
+while an nsqd is away, for as long as it is: an edge site's uplink may be down a week.
+:class:`QuietRepeats` lets each such line through once a minute; the consumers and the
+publisher log the outage itself, once when it starts and once when it ends.
+
 Devices choose part of what is logged (idents, channel names, frames). JSON escapes it;
 in text, a newline in it would start a line that reads as another event. So the text
 format escapes every control character, whoever wrote it: a traceback is one line too.
@@ -25,6 +30,30 @@ TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _LINE_BREAKERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 """Control characters (C0, DEL, C1), Unicode's line separators, and lone surrogates
 (which stderr cannot even encode)."""
+
+
+class QuietRepeats(logging.Filter):
+    """Lets a record of the ``loggers`` (and theirs) through at most once per ``interval``
+    seconds per message: the same template, with the same arguments when they are plain
+    values (an address), whatever they are otherwise (an object's repr, which changes)."""
+
+    def __init__(self, loggers: tuple[str, ...], interval: float) -> None:
+        super().__init__()
+        self._loggers = loggers
+        self._interval = interval
+        self._last: dict[tuple[object, ...], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._loggers):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        plain = all(isinstance(arg, str | int | float) for arg in args)
+        key = (record.name, record.levelno, str(record.msg), args if plain else None)
+        last = self._last.get(key)
+        if last is not None and record.created - last < self._interval:
+            return False
+        self._last[key] = record.created
+        return True
 
 
 def escape_control_characters(text: str) -> str:

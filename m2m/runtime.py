@@ -27,9 +27,14 @@ log = logging.getLogger(__name__)
 Step = Callable[[], Coroutine[Any, Any, None]]
 
 
+REPEATS_INTERVAL = 60.0
+"""Seconds between two identical lines of the bus libraries (see :class:`logs.QuietRepeats`)."""
+
+
 def configure_logging(config: LoggingConfig) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logs.formatter(config.format))
+    handler.addFilter(logs.QuietRepeats(("nsq", "tornado"), REPEATS_INTERVAL))
     level = logging.getLevelNamesMapping()[config.level.upper()]
     logging.basicConfig(level=level, handlers=[handler])
     logging.captureWarnings(True)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from m2m.logs import ConnectionLog, formatter
+from m2m.logs import ConnectionLog, QuietRepeats, formatter
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ANY_CHARACTER = st.characters(exclude_categories=())
@@ -159,3 +159,22 @@ def test_a_text_traceback_stays_on_its_event_s_line() -> None:
     [line] = output.splitlines()
     assert r"handling store_ts failed\nTraceback (most recent call last):\n" in line
     assert line.endswith(r"ValueError: broken\non two lines")
+
+
+def _record(name: str, msg: str, args: tuple[Any, ...], created: float) -> logging.LogRecord:
+    record = logging.LogRecord(name, logging.WARNING, __file__, 1, msg, args, None)
+    record.created = created
+    return record
+
+
+def test_a_bus_library_s_repeated_line_passes_once_a_minute() -> None:
+    quiet = QuietRepeats(("nsq", "tornado"), interval=60)
+    closed = "[%s] connection closed"
+    seen = [quiet.filter(_record("nsq.writer", closed, ("10.0.0.5:4150",), t))
+            for t in (0, 1, 2, 59, 61)]  # fmt: skip
+    assert seen == [True, False, False, False, True]
+    assert quiet.filter(_record("nsq.writer", closed, ("10.0.0.6:4150",), 3))  # another nsqd
+    callback = "Exception in callback %r"  # an object's repr, new every time
+    assert quiet.filter(_record("tornado.application", callback, (object(),), 0))
+    assert not quiet.filter(_record("tornado.application", callback, (object(),), 1))
+    assert all(quiet.filter(_record("m2m.bus.consumer", closed, ("x",), t)) for t in (0, 1))
