@@ -215,6 +215,21 @@ class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class SyncConfig(_Section):
+    """An edge site's ``sync`` service: its link to the cloud platform it reports to."""
+
+    site: str = Field("site", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    """This site's name, as the cloud knows it."""
+    upstream: NsqConfig | None = None
+    """The cloud platform's bus: its nsqd (``nsqd_tcp_addresses``), ``topic_prefix`` and
+    ``tls``. Every record stored here is forwarded to its ``storage`` topic."""
+    catch_up_rate: float = Field(2000, gt=0)
+    """Records a second forwarded at most: a site back after a long outage catches up
+    oldest first without starving the cloud's live traffic."""
+    status_interval: float = Field(5, gt=0)
+    """Seconds between two updates of what ``m2m sync status`` shows."""
+
+
 class StackConfig(_Section):
     """The local development stack started by ``m2m stack up``."""
 
@@ -244,6 +259,7 @@ class Config(_Section):
     web: WebConfig = WebConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    sync: SyncConfig = SyncConfig()
     stack: StackConfig = StackConfig()
 
 

@@ -39,6 +39,8 @@ from m2m.receivers.server import DeviceProtocol, DeviceServerFactory, ReceiverSe
 from m2m.receivers.session import ReceiverContext
 from m2m.registry.device import Devices
 from m2m.registry.firmware import Firmwares
+from m2m.sync.forwarder import Pace, RecordForwarder
+from m2m.sync.status import SYNC_CHANNEL, report_status
 from m2m.timeseries import TimeSeries
 from m2m.web.service import WebService
 from m2m.workers.converter import ConverterWorker
@@ -48,7 +50,8 @@ log = logging.getLogger(__name__)
 
 RECEIVERS = ("m2mp", "alip")
 WORKERS = ("converter", "storage")
-SERVICE_NAMES = (*RECEIVERS, *WORKERS, "web")
+SYNC = "sync"
+SERVICE_NAMES = (*RECEIVERS, *WORKERS, "web", SYNC)
 FLUSH_TIMEOUT = 30.0
 CASSANDRA_PROBE = "SELECT release_version FROM system.local"
 """What readiness asks Cassandra: the cheapest question a node answers itself."""
@@ -62,6 +65,12 @@ first one to come), so the receivers, who publish ``events``, read it on this ch
 let go of everything: the topic never holds what nobody asked for. Whoever wants every
 event (an audit, an integration) reads on a channel of its own, which nsqd then keeps
 for it; ``m2m bus stats`` flags any that nobody reads."""
+
+
+def default_services(config: Config) -> tuple[str, ...]:
+    """What ``m2m serve`` runs unless told: everything, the sync service if it is an edge's
+    (``sync.upstream`` set)."""
+    return tuple(name for name in SERVICE_NAMES if name != SYNC or config.sync.upstream)
 
 
 def _listen_port(listen: str) -> str:
@@ -91,6 +100,9 @@ class Services:
     _operations: Operations | None = None
     _bus_metrics: BusCollector | None = None
     _bus_depths: asyncio.Task[None] | None = None
+    _upstream: Publisher | None = None
+    """The sync service's, to the cloud's nsqd."""
+    _sync_status: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.names) - set(SERVICE_NAMES)
@@ -99,6 +111,8 @@ class Services:
                 f"unknown service(s) {', '.join(sorted(unknown)) or '(none given)'}; "
                 f"choose among {', '.join(SERVICE_NAMES)}"
             )
+        if SYNC in self.names and self.config.sync.upstream is None:
+            raise M2MError("the sync service needs sync.upstream: the cloud platform's nsqd")
 
     @property
     def channel(self) -> str:
@@ -132,6 +146,8 @@ class Services:
         if "converter" in self.names:
             converter = ConverterWorker(self._publisher)
             self._consume(topics.CONVERTER_M2MP, CONVERTER_CHANNEL, converter.handle)
+        if SYNC in self.names:
+            self._start_sync()
         receivers = [name for name in self.names if name in RECEIVERS]
         if receivers:
             await self._start_receivers(receivers)
@@ -227,6 +243,17 @@ class Services:
             )  # fmt: skip
             await asyncio.sleep(self.config.receivers.timing.heartbeat_interval)
 
+    def _start_sync(self) -> None:
+        """Records up: the edge's ``storage`` topic, forwarded to the cloud's."""
+        assert self._database is not None and self.config.sync.upstream is not None
+        self._upstream = Publisher(self.config.sync.upstream)
+        self._upstream.start()
+        forwarder = RecordForwarder(self._upstream, Pace(self.config.sync.catch_up_rate))
+        self._consume(topics.STORAGE, SYNC_CHANNEL, forwarder.handle)
+        self._sync_status = asyncio.get_running_loop().create_task(
+            report_status(self._database, forwarder, self.config.sync)
+        )
+
     def _consume(self, topic: str, channel: str, handler: Handler | None) -> None:
         assert self._publisher is not None
         consumer = Consumer(topic, channel, handler, self.config.nsq, self._publisher)
@@ -234,7 +261,7 @@ class Services:
         self._consumers.append(consumer)
 
     async def stop(self) -> None:
-        for task in (self._heartbeat, self._bus_depths):
+        for task in (self._heartbeat, self._bus_depths, self._sync_status):
             if task is not None:
                 task.cancel()
         if self._web is not None:
@@ -246,6 +273,9 @@ class Services:
             await consumer.close()
         if self._web is not None:
             await self._web.forget_channels()
+        if self._upstream is not None:
+            # What was not acknowledged stays in the edge's queue: sent again next time.
+            self._upstream.close()
         if self._publisher is not None:
             if not await self._publisher.flush(FLUSH_TIMEOUT):
                 log.error(

@@ -17,6 +17,7 @@ from m2m.cli.serve import serve
 from m2m.cli.simulate import simulate
 from m2m.cli.stack import stack
 from m2m.cli.status import status
+from m2m.cli.sync import sync
 from m2m.cli.tls import tls
 from m2m.cli.ts import ts
 from m2m.cli.user import user
@@ -53,5 +54,6 @@ for command in (
     bus,
     simulate,
     tls,
+    sync,
 ):
     main.add_command(command)

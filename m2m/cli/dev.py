@@ -11,7 +11,7 @@ from m2m.http_server import url_of
 from m2m.registry.domain import DEFAULT_DOMAIN, Domains
 from m2m.registry.user import Users
 from m2m.schema import apply_schema
-from m2m.services import SERVICE_NAMES
+from m2m.services import default_services
 from m2m.stack.stack import LocalStack
 
 FIRST_ADMIN = "admin"
@@ -49,4 +49,4 @@ def dev(app: App) -> None:
         f"M2MP devices: {' and '.join(m2mp)}, ALIP devices: {' and '.join(alip)}; "
         "Ctrl-C stops the services (the stack keeps running)"
     )
-    serve_services(app, SERVICE_NAMES)
+    serve_services(app, default_services(app.config))

@@ -7,14 +7,14 @@ import sys
 import click
 
 from m2m.cli.app import App, pass_app
-from m2m.config import MetricsConfig
+from m2m.config import Config, MetricsConfig
 from m2m.runtime import asyncio_reactor, configure_logging, run
-from m2m.services import SERVICE_NAMES, Services
+from m2m.services import SERVICE_NAMES, Services, default_services
 
 
-def parse_names(only: str | None) -> tuple[str, ...]:
+def parse_names(only: str | None, config: Config) -> tuple[str, ...]:
     if not only:
-        return SERVICE_NAMES
+        return default_services(config)
     return tuple(dict.fromkeys(name.strip() for name in only.split(",") if name.strip()))
 
 
@@ -22,7 +22,8 @@ def parse_names(only: str | None) -> tuple[str, ...]:
 @click.option(
     "--only",
     metavar="NAMES",
-    help=f"Comma-separated subset of: {', '.join(SERVICE_NAMES)} (default: all).",
+    help=f"Comma-separated subset of: {', '.join(SERVICE_NAMES)} (default: all; sync only "
+    "with sync.upstream).",
 )
 @click.option(
     "--metrics-listen",
@@ -33,7 +34,7 @@ def parse_names(only: str | None) -> tuple[str, ...]:
 @pass_app
 def serve(app: App, only: str | None, metrics_listen: str | None) -> None:
     """Run receivers and workers until SIGTERM or SIGINT (then stop cleanly)."""
-    serve_services(app, parse_names(only), metrics_listen)
+    serve_services(app, parse_names(only, app.config), metrics_listen)
 
 
 def serve_services(app: App, names: tuple[str, ...], metrics_listen: str | None = None) -> None:

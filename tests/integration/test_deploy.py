@@ -26,7 +26,7 @@ from m2m.schema import load_migrations, split_statements
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SERVE_NAMES = {"m2mp", "alip", "converter", "storage", "web"}
-"""What ``m2m serve --only`` accepts."""
+"""What ``m2m serve --only`` accepts and deploy/ runs (``sync`` is an edge site's)."""
 M2M_ROLES = {
     "receivers": {"m2mp", "alip"},
     "converter": {"converter"},

@@ -1,0 +1,1 @@
+"""An edge site's link to the cloud platform (the ``sync`` service)."""

@@ -1,0 +1,239 @@
+"""Records up from an edge site: stored there while the uplink is cut, and every one of
+them in the cloud, once, when it returns.
+
+Two platforms on this machine. The cloud: the stack's nsqd and a storage worker on topics
+of its own, writing to the test keyspace. The edge: an nsqd and nsqlookupd of its own (a
+second stack on 127.0.3.1, without Cassandra), its own keyspace in the same Cassandra, and
+``m2m serve`` with every service and ``sync``, whose uplink to the cloud's nsqd goes
+through a TCP relay the test cuts and restores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from m2m.cassandra import Database, connect_session
+from m2m.config import load_config
+from m2m.receivers.m2mp.client import M2MPClient
+from m2m.registry.device import device_id_for
+from m2m.stack.nsq import LOOKUPD_HTTP_PORT, NSQD_TCP_PORT
+from m2m.timeseries import Record, TimeSeries
+from tests.conftest import (
+    Platform,
+    config_with_own_topics,
+    eventually,
+    free_port,
+    fresh_platform,
+    run_m2m,
+    start_platform,
+)
+
+EDGE_ADDRESS = "127.0.3.1"
+RECORDS = 40
+
+
+class Uplink:
+    """A TCP relay to the cloud's nsqd that can be cut (connections closed, new ones
+    refused) and restored on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def restore(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+            if self._listener is not None:
+                sockets.append(self._listener)
+                self._listener = None
+        for sock in sockets:
+            with_shutdown(sock)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                device_side, _ = listener.accept()
+            except OSError:
+                return  # cut
+            cloud_side = socket.create_connection(self.target)
+            with self._lock:
+                self._sockets += [device_side, cloud_side]
+            for source, sink in ((device_side, cloud_side), (cloud_side, device_side)):
+                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+
+def with_shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed by its peer
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # cut
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with_shutdown(sink)
+
+
+@pytest.fixture(scope="module")
+def cloud(config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    directory = tmp_path_factory.mktemp("cloud")
+    running = start_platform(
+        config_with_own_topics(config_file, directory), directory, only="converter,storage"
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def edge_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """nsqlookupd and nsqd of the edge's own (no Cassandra: one process holds both
+    keyspaces)."""
+    directory = tmp_path_factory.mktemp("edge-stack")
+    config = directory / "stack.yaml"
+    config.write_text(
+        yaml.safe_dump({"stack": {"state_dir": str(directory), "address": EDGE_ADDRESS}})
+    )
+    try:
+        run_m2m("stack", "start", "nsqlookupd", config=config)
+        run_m2m("stack", "start", "nsqd", config=config)
+        yield config
+    finally:
+        run_m2m("stack", "down", config=config)
+
+
+@pytest.fixture(scope="module")
+def uplink(cloud: Platform) -> Iterator[Uplink]:
+    relay = Uplink(("127.0.0.1", NSQD_TCP_PORT))
+    relay.restore()
+    yield relay
+    relay.cut()
+
+
+@pytest.fixture(scope="module")
+def edge_config(
+    edge_stack: Path, cloud: Platform, uplink: Uplink, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    directory = tmp_path_factory.mktemp("edge")
+    with fresh_platform(directory, label="edge") as path:
+        settings = yaml.safe_load(path.read_text())
+        settings["nsq"] |= {
+            "nsqd_tcp_addresses": [f"{EDGE_ADDRESS}:{NSQD_TCP_PORT}"],
+            "lookupd_http_addresses": [f"{EDGE_ADDRESS}:{LOOKUPD_HTTP_PORT}"],
+        }
+        settings["sync"] = {
+            "site": "depot",
+            "upstream": {
+                "nsqd_tcp_addresses": [f"127.0.0.1:{uplink.port}"],
+                "topic_prefix": cloud.config.nsq.topic_prefix,
+            },
+            "status_interval": 0.5,
+        }
+        path.write_text(yaml.safe_dump(settings))
+        yield path
+
+
+def start_edge(edge_config: Path) -> Platform:
+    directory = edge_config.parent / f"serve-{uuid.uuid4().hex[:6]}"
+    directory.mkdir()
+    return start_platform(edge_config, directory)
+
+
+async def records(config: Path, ident: str) -> list[Record]:
+    cassandra = load_config(config).cassandra
+    cluster, session = connect_session(cassandra)
+    try:
+        database = Database(cluster, session, cassandra.keyspace, 64)
+        found = TimeSeries(database).records(f"dev-{device_id_for(ident)}", "sen:loc")
+        return [record async for record in found]
+    finally:
+        cluster.shutdown()
+
+
+def sync_status(config: Path) -> tuple[int, dict[str, Any]]:
+    result = run_m2m("sync", "status", "--json", config=config, check=False)
+    return result.returncode, json.loads(result.stdout)
+
+
+async def send_locations(platform: Platform, ident: str, count: int) -> None:
+    async with await M2MPClient.connect("127.0.0.1", platform.m2mp_port) as device:
+        assert await device.identify(ident)
+        for i in range(count):
+            device.send_data("sen:loc", struct.pack(">ff", 48.0 + i / 100, 2.0))
+        await device.ping(1)  # answered once the edge's nsqd has them all
+
+
+async def test_records_stored_offline_reach_the_cloud_once_when_the_uplink_returns(
+    cloud: Platform, uplink: Uplink, edge_config: Path
+) -> None:
+    edge = start_edge(edge_config)
+    ident = f"edge:{uuid.uuid4().hex[:12]}"
+    try:
+        uplink.cut()
+        await send_locations(edge, ident, RECORDS)
+        stored = await eventually(
+            lambda: records(edge_config, ident), lambda r: len(r) == RECORDS, "edge records"
+        )
+
+        async def status() -> tuple[int, dict[str, Any]]:
+            return sync_status(edge_config)
+
+        # The device's records, and the platform's own about it (``_server``: connected…).
+        code, shown = await eventually(
+            status, lambda s: s[1]["backlog"] >= RECORDS, "the backlog, counted"
+        )
+        assert code == 3 and shown["state"] == "disconnected"
+        assert shown["oldest_unsent_s"] is not None and shown["oldest_unsent_s"] >= 0
+        assert await records(cloud.config_file, ident) == []
+
+        edge.stop()  # the backlog outlives the edge's processes
+        edge = start_edge(edge_config)
+        uplink.restore()
+        in_cloud = await eventually(
+            lambda: records(cloud.config_file, ident),
+            lambda r: len(r) >= RECORDS,
+            "every record in the cloud",
+        )
+        assert sorted(r.uuid for r in in_cloud) == sorted(r.uuid for r in stored)
+        assert [r.data for r in in_cloud] == [r.data for r in stored]
+        code, shown = await eventually(
+            status, lambda s: s[1]["state"] == "connected" and s[1]["backlog"] == 0, "caught up"
+        )
+        assert code == 0 and shown["oldest_unsent_s"] is None
+    finally:
+        edge.stop()
+
+
+async def test_status_says_when_the_sync_service_is_not_running(edge_config: Path) -> None:
+    async def status() -> tuple[int, dict[str, Any]]:
+        return sync_status(edge_config)
+
+    code, shown = await eventually(
+        status, lambda s: s[1]["state"] != "connected", "stale once the edge stopped"
+    )
+    assert code == 3 and shown["state"].startswith("sync service not running (last seen")
+
+
+def test_status_on_a_platform_that_is_no_edge(config_file: Path) -> None:
+    result = run_m2m("sync", "status", config=config_file, check=False)
+    assert result.returncode == 1
+    assert result.stderr.decode() == "Error: this platform is no edge: sync.upstream is not set\n"
