@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -32,9 +33,11 @@ from cassandra.cluster import Cluster, Session
 from m2m.cassandra import Database, connect_session
 from m2m.config import Config, NsqConfig, load_config
 from m2m.endpoints import parse_endpoint
+from m2m.registry.device import device_id_for
 from m2m.schema import drop_keyspace
 from m2m.stack.nsq import HOST as NSQD_HOST
 from m2m.stack.nsq import NSQD_HTTP_PORT, delete_topics
+from m2m.timeseries import Record, TimeSeries
 
 M2M = str(Path(sys.executable).parent / "m2m")
 WAIT = 30.0
@@ -92,6 +95,22 @@ async def eventually(
                 f"{what}: not reached in {timeout:.0f} s; last seen {value!r:.600}"
             )
         await asyncio.sleep(0.1)
+
+
+def trusting(ca: Path) -> ssl.SSLContext:
+    """A device's TLS context trusting the receivers' CA (``m2m tls init``'s ``ca.pem``)."""
+    return ssl.create_default_context(cafile=str(ca))
+
+
+async def stored(database: Database, ident: str, record_type: str) -> list[Record]:
+    """The device's records of ``record_type``, once there is one."""
+    timeseries = TimeSeries(database)
+
+    async def probe() -> list[Record]:
+        records = timeseries.records(f"dev-{device_id_for(ident)}", record_type)
+        return [record async for record in records]
+
+    return await eventually(probe, bool, f"a {record_type} record of {ident}")
 
 
 @pytest.fixture(scope="session")

@@ -41,10 +41,8 @@ from m2m.cassandra import Database, connect_session
 from m2m.config import load_config
 from m2m.receivers.alip.client import ALIPClient
 from m2m.receivers.m2mp.client import M2MPClient
-from m2m.registry.device import device_id_for
 from m2m.stack.nsq import NSQD_HTTP_PORT, NSQD_TCP_PORT
-from m2m.timeseries import Record, TimeSeries
-from tests.conftest import M2M, Platform, eventually, run_m2m, start_platform
+from tests.conftest import M2M, Platform, run_m2m, start_platform, stored, trusting
 
 ADDRESS = "127.0.2.1"
 """The secure stack's: the plain one keeps 127.0.0.1."""
@@ -140,20 +138,6 @@ def superuser_session(secure: SecureStack) -> tuple[Cluster, Session]:
     return connect_session(
         config.model_copy(update={"username": "cassandra", "password": password})
     )
-
-
-def trusting(ca: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca))
-
-
-async def stored(database: Database, ident: str, record_type: str) -> list[Record]:
-    timeseries = TimeSeries(database)
-
-    async def probe() -> list[Record]:
-        records = timeseries.records(f"dev-{device_id_for(ident)}", record_type)
-        return [record async for record in records]
-
-    return await eventually(probe, bool, f"a {record_type} record of {ident}")
 
 
 def nsqd_clients(secure: SecureStack) -> list[dict[str, Any]]:

@@ -22,10 +22,16 @@ from cryptography import x509
 from m2m.cassandra import Database
 from m2m.receivers.alip.client import ALIPClient
 from m2m.receivers.m2mp.client import M2MPClient
-from m2m.registry.device import device_id_for
-from m2m.timeseries import Record, TimeSeries
 from m2m.tls import IDENT_URI_PREFIX
-from tests.conftest import Platform, eventually, free_port, run_m2m, start_platform
+from tests.conftest import (
+    Platform,
+    eventually,
+    free_port,
+    run_m2m,
+    start_platform,
+    stored,
+    trusting,
+)
 
 HOST = "127.0.0.1"
 
@@ -45,20 +51,6 @@ def tls_platform(
     running = start_platform(config_file, tmp_path_factory.mktemp("tls-platform"), tls=tls_dir)
     yield running
     running.stop()
-
-
-def trusting(ca: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca))
-
-
-async def stored(database: Database, ident: str, record_type: str) -> list[Record]:
-    timeseries = TimeSeries(database)
-
-    async def probe() -> list[Record]:
-        records = timeseries.records(f"dev-{device_id_for(ident)}", record_type)
-        return [record async for record in records]
-
-    return await eventually(probe, bool, f"a {record_type} record of {ident}")
 
 
 def test_init_makes_a_ca_and_a_server_certificate_for_this_host(tls_dir: Path) -> None:
