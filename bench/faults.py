@@ -44,7 +44,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -54,7 +53,7 @@ from typing import Any
 
 import yaml
 
-from bench.keyspace import throwaway_keyspace
+from bench.keyspace import bench_workspace
 from bench.receivers import DEPLOYED, free_port, running, settled, stored, wait_for
 from m2m.cassandra import Database
 from m2m.config import Config, dump_with_secrets, load_config
@@ -497,17 +496,12 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=500, help="cost: records a device sends")
     parser.add_argument("--rounds", type=int, default=3, help="cost: rounds of every variant")
     arguments = parser.parse_args()
-    configured = load_config(arguments.config)
-    with (
-        throwaway_keyspace(configured.cassandra) as cassandra,
-        tempfile.TemporaryDirectory(prefix="m2m-faults-") as directory,
-    ):
-        config = configured.model_copy(update={"cassandra": cassandra})
-        print(f"keyspace {cassandra.keyspace}, {os.cpu_count()} CPUs", flush=True)
+    with bench_workspace(load_config(arguments.config), "m2m-faults-") as (config, directory):
+        print(f"keyspace {config.cassandra.keyspace}, {os.cpu_count()} CPUs", flush=True)
         asyncio.run(
             run(
                 config,
-                Path(directory),
+                directory,
                 arguments.scenarios,
                 Load(devices=arguments.devices),
                 arguments.outage,

@@ -16,13 +16,12 @@ import argparse
 import asyncio
 import json
 import os
-import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-from bench.keyspace import throwaway_keyspace
+from bench.keyspace import bench_workspace
 from bench.receivers import HOST, Nsqd, Serve, channel_state, start_serve
 from m2m.bus import topics
 from m2m.bus.envelope import Envelope
@@ -66,9 +65,10 @@ def create_channel(nsqd: Nsqd, topic: str, channel: str) -> None:
         urllib.request.urlopen(request, timeout=10).close()
 
 
-async def stored_rate(nsqd: Nsqd, already: int, count: int, serves: list[Serve]) -> float:
+async def stored_rate(nsqd: Nsqd, already: int, count: int, serves: dict[str, Serve]) -> float:
     """Records a second the cloud's storage channel finished (beyond the ``already``
-    finished before), from the first to the ``count``-th; the serves stopped afterwards."""
+    finished before), from the first to the ``count``-th, with each serve's CPU per
+    record; the serves stopped afterwards."""
     first: tuple[float, int] | None = None
     try:
         while True:
@@ -78,13 +78,15 @@ async def stored_rate(nsqd: Nsqd, already: int, count: int, serves: list[Serve])
             if first is None and finished > 0:
                 first = (now, finished)
             if finished >= count and first is not None:
+                for name, serve in serves.items():
+                    print(f"  {name} CPU/record: {serve.cpu_seconds() / count * 1e6:.0f} µs")
                 return (finished - first[1]) / (now - first[0])
-            for serve in serves:
+            for serve in serves.values():
                 if serve.process.poll() is not None:
                     raise RuntimeError(f"m2m serve stopped:\n{serve.log.read_text()[-3000:]}")
             await asyncio.sleep(POLL)
     finally:
-        for serve in serves:
+        for serve in serves.values():
             serve.stop()
 
 
@@ -101,7 +103,7 @@ async def run(config: Config, count: int, directory: Path) -> None:
         create_channel(cloud, topics.STORAGE, "storage")
         await asyncio.to_thread(publish, cloud, topics.STORAGE, bodies)
         storage = start_serve(settings, cloud, directory, "storage", None)
-        ceiling = await stored_rate(cloud, 0, count, [storage])
+        ceiling = await stored_rate(cloud, 0, count, {"storage": storage})
         print(f"  stored: {ceiling:,.0f} records/s", flush=True)
 
         print(f"catch-up: {count:,} records waiting on the edge's storage/sync", flush=True)
@@ -116,7 +118,7 @@ async def run(config: Config, count: int, directory: Path) -> None:
         }
         storage = start_serve(settings, cloud, directory, "storage", None)
         sync = start_serve(edge_settings, edge, directory, "sync", None)
-        catch_up = await stored_rate(cloud, count, count, [storage, sync])
+        catch_up = await stored_rate(cloud, count, count, {"storage": storage, "sync": sync})
         left = channel_state(edge.stats(), topics.STORAGE, SYNC_CHANNEL)
         print(f"  stored: {catch_up:,.0f} records/s; left on the edge: "
               f"{left.unfinished if left else 'no channel'}", flush=True)  # fmt: skip
@@ -137,14 +139,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000,
                         help="the backlog (default 1,000,000)")  # fmt: skip
     arguments = parser.parse_args()
-    configured = load_config(arguments.config)
-    with (
-        throwaway_keyspace(configured.cassandra) as cassandra,
-        tempfile.TemporaryDirectory(prefix="m2m-bench-") as directory,
-    ):
-        config = configured.model_copy(update={"cassandra": cassandra})
-        print(f"keyspace {cassandra.keyspace}, {os.cpu_count()} CPUs", flush=True)
-        asyncio.run(run(config, arguments.records, Path(directory)))
+    with bench_workspace(load_config(arguments.config), "m2m-bench-") as (config, directory):
+        print(f"keyspace {config.cassandra.keyspace}, {os.cpu_count()} CPUs", flush=True)
+        asyncio.run(run(config, arguments.records, directory))
 
 
 if __name__ == "__main__":
