@@ -1,7 +1,9 @@
-"""What ``m2m serve`` runs in one process: receivers, workers and web, started and stopped in order.
+"""What ``m2m serve`` runs in one process: receivers, workers and web (and an edge site's
+sync service), started and stopped in order.
 
 Start: the operations port (metrics and health, when ``metrics.listen`` is set), Cassandra,
-the publisher, the workers' consumers, then the receivers' listening ports (and their
+the publisher, the workers' consumers (and the sync service's, with its publisher to the
+cloud's nsqd), then the receivers' listening ports (and their
 ``receivers`` control consumer, on a channel of this receiver's own). Each registers its
 readiness check. Stop, on SIGTERM/SIGINT: stop accepting devices and close their
 connections, let the consumers finish what they hold, flush everything accepted to nsqd,
