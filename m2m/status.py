@@ -1,6 +1,6 @@
 """Whether the configured platform works, told as checks a person reads one line each.
 
-Three groups, each run on a thread of its own so a daemon that does not answer costs its
+The groups, each run on a thread of its own so a daemon that does not answer costs its
 timeout once, not once per group:
 
 - Cassandra: the contact points answer, every node is up, and the keyspace's schema is
@@ -10,6 +10,8 @@ timeout once, not once per group:
 - Services, on this host: the receivers' and the web service's configured ports accept
   a connection, the web service's ``/healthz`` answers, and, when ``metrics.listen`` is
   set, that port's ``/readyz`` says the process is ready.
+- An edge site's uplink (when ``sync.upstream`` is set): the cloud's nsqd is connected,
+  with the backlog and the age of the oldest record waiting (:mod:`m2m.sync.status`).
 
 Nothing here raises for what it checks: a failure is a :class:`Check` that is not ok,
 whose detail says what is wrong in words a person acts on.
@@ -33,6 +35,7 @@ from m2m.cassandra import DatabaseError, connect_session
 from m2m.config import Config, ListenConfig
 from m2m.endpoints import parse_endpoint
 from m2m.schema import SchemaStatus, schema_status
+from m2m.sync.status import uplink_report
 
 CONNECT_TIMEOUT = 3.0
 HTTP_TIMEOUT = 5.0
@@ -48,11 +51,12 @@ class Check:
 
 
 def platform_checks(config: Config) -> list[Check]:
-    """Every check, in order: Cassandra, NSQ, then the services."""
+    """Every check, in order: Cassandra, NSQ, the services, then an edge's uplink."""
     groups: tuple[Callable[[Config], list[Check]], ...] = (
         cassandra_checks,
         nsq_checks,
         service_checks,
+        uplink_checks,
     )
     with ThreadPoolExecutor(len(groups)) as pool:
         done = list(pool.map(lambda group: group(config), groups))
@@ -123,6 +127,19 @@ def schema_check(state: SchemaStatus) -> Check:
 
 
 # --- NSQ --------------------------------------------------------------------------------
+
+
+def uplink_checks(config: Config) -> list[Check]:
+    if config.sync.upstream is None:
+        return []
+    try:
+        report = uplink_report(config)
+    except DatabaseError as exc:
+        return [Check("uplink", False, f"its status cannot be read: {exc}")]
+    waiting = "no sync channel yet" if report.backlog is None else f"{report.backlog} waiting"
+    if report.oldest_unsent is not None:
+        waiting += f", the oldest for {report.oldest_unsent:.0f} s"
+    return [Check("uplink", report.ok, f"{report.state} to {report.upstream}; {waiting}")]
 
 
 def nsq_checks(config: Config) -> list[Check]:

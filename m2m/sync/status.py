@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from m2m.bus import topics
 from m2m.bus.nsqd_stats import read_stats_now
-from m2m.cassandra import Database
-from m2m.config import NsqConfig, SyncConfig
+from m2m.cassandra import Database, run_with_database
+from m2m.config import Config, NsqConfig, SyncConfig
 from m2m.registry.node import RegistryNode
 from m2m.sync.forwarder import RecordForwarder
 
@@ -82,6 +82,52 @@ async def report_status(database: Database, forwarder: RecordForwarder, config: 
 async def read_status(database: Database) -> UplinkStatus | None:
     values = await RegistryNode(database, STATUS_NODE).values()
     return UplinkStatus.of_values(values) if values else None
+
+
+CONNECTED = "connected"
+
+
+@dataclass(frozen=True)
+class UplinkReport:
+    """The uplink as a person is told about it (``m2m sync status``, ``m2m status``)."""
+
+    upstream: str
+    state: str
+    """``connected``, ``disconnected``, or why nobody knows (the service is not running)."""
+    backlog: int | None
+    """Records waiting on the edge's nsqd; None when it has no sync channel yet."""
+    oldest_unsent: float | None
+    """Seconds the oldest record waiting has waited, if any waits."""
+    forwarded: int
+
+    @property
+    def ok(self) -> bool:
+        return self.state == CONNECTED
+
+
+def uplink_report(config: Config) -> UplinkReport:
+    """Read the sync service's status and the edge's backlog now (blocking)."""
+    sync = config.sync
+    assert sync.upstream is not None
+    found = run_with_database(config.cassandra, read_status)
+    waiting = backlog(config.nsq)
+    now = time.time()
+    oldest = found.oldest_waiting if found is not None and waiting else None
+    return UplinkReport(
+        upstream=", ".join(sync.upstream.nsqd_tcp_addresses),
+        state=_state(found, sync.status_interval, now),
+        backlog=waiting,
+        oldest_unsent=None if oldest is None else round(now - oldest, 1),
+        forwarded=found.forwarded if found is not None else 0,
+    )
+
+
+def _state(found: UplinkStatus | None, interval: float, now: float) -> str:
+    if found is None:
+        return "sync service never ran"
+    if found.is_stale(interval, now):
+        return f"sync service not running (last seen {now - found.updated:.0f} s ago)"
+    return CONNECTED if found.connected else "disconnected"
 
 
 def backlog(nsq: NsqConfig) -> int | None:

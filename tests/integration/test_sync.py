@@ -174,6 +174,14 @@ def sync_status(config: Path) -> tuple[int, dict[str, Any]]:
     return result.returncode, json.loads(result.stdout)
 
 
+def uplink_check(platform: Platform) -> tuple[str, str]:
+    """``m2m status``'s uplink line: its status, and its detail up to the oldest's age."""
+    result = run_m2m("status", "--json", config=platform.config_file, check=False)
+    checks = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    (uplink,) = [check for check in checks if check["check"] == "uplink"]
+    return uplink["status"], uplink["detail"].split("the oldest for")[0]
+
+
 async def send_locations(platform: Platform, ident: str, count: int) -> None:
     async with await M2MPClient.connect("127.0.0.1", platform.m2mp_port) as device:
         assert await device.identify(ident)
@@ -203,6 +211,10 @@ async def test_records_stored_offline_reach_the_cloud_once_when_the_uplink_retur
         )
         assert code == 3 and shown["state"] == "disconnected"
         assert shown["oldest_unsent_s"] is not None and shown["oldest_unsent_s"] >= 0
+        assert uplink_check(edge) == (
+            "FAIL",
+            f"disconnected to 127.0.0.1:{uplink.port}; {shown['backlog']} waiting, ",
+        )
         assert await records(cloud.config_file, ident) == []
 
         edge.stop()  # the backlog outlives the edge's processes
@@ -219,6 +231,7 @@ async def test_records_stored_offline_reach_the_cloud_once_when_the_uplink_retur
             status, lambda s: s[1]["state"] == "connected" and s[1]["backlog"] == 0, "caught up"
         )
         assert code == 0 and shown["oldest_unsent_s"] is None
+        assert uplink_check(edge) == ("OK", f"connected to 127.0.0.1:{uplink.port}; 0 waiting")
     finally:
         edge.stop()
 
