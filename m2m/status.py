@@ -129,19 +129,6 @@ def schema_check(state: SchemaStatus) -> Check:
 # --- NSQ --------------------------------------------------------------------------------
 
 
-def uplink_checks(config: Config) -> list[Check]:
-    if config.sync.upstream is None:
-        return []
-    try:
-        report = uplink_report(config)
-    except DatabaseError as exc:
-        return [Check("uplink", False, f"its status cannot be read: {exc}")]
-    waiting = "no sync channel yet" if report.backlog is None else f"{report.backlog} waiting"
-    if report.oldest_unsent is not None:
-        waiting += f", the oldest for {report.oldest_unsent:.0f} s"
-    return [Check("uplink", report.ok, f"{report.state} to {report.upstream}; {waiting}")]
-
-
 def nsq_checks(config: Config) -> list[Check]:
     nsq = config.nsq
     if not nsq.lookupd_http_addresses:
@@ -284,3 +271,19 @@ def readyz_check(name: str, status: int, document: Any) -> Check:
         return Check(name, True, f"/readyz: ready ({', '.join(sorted(checks))} ok)")
     wrong = "; ".join(f"{check}: {what}" for check, what in checks.items() if what != "ok")
     return Check(name, False, f"/readyz: unready: {wrong or 'no reason given'}")
+
+
+# --- An edge site's uplink --------------------------------------------------------------
+
+
+def uplink_checks(config: Config) -> list[Check]:
+    if config.sync.upstream is None:
+        return []
+    try:
+        report = uplink_report(config)
+    except DatabaseError as exc:
+        return [Check("uplink", False, f"its status cannot be read: {exc}")]
+    waiting = "no sync channel yet" if report.backlog is None else f"{report.backlog} waiting"
+    if report.oldest_unsent is not None:
+        waiting += f", the oldest for {report.oldest_unsent:.0f} s"
+    return [Check("uplink", report.ok, f"{report.state} to {report.upstream}; {waiting}")]

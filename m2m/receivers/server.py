@@ -335,11 +335,12 @@ def with_backlog(listen: str) -> str:
 def verifying_endpoint(
     reactor: IReactorCore, listen: str, client_ca: Path
 ) -> endpoints.SSL4ServerEndpoint:
-    """The ``ssl:`` endpoint of ``listen``, requiring client certificates ``client_ca``
-    signed: a device without one, or with another CA's, fails the TLS handshake."""
+    """The endpoint of the ``ssl:`` string ``listen``, requiring client certificates
+    ``client_ca`` signed: a device without one, or with another CA's, fails the TLS
+    handshake."""
     spec = parse_endpoint(listen)
     private_key = spec.options.get("privateKey")
-    if spec.kind != "ssl" or private_key is None:
+    if private_key is None:
         raise TLSError(f"client_ca needs an ssl: listen string with a privateKey, not {listen!r}")
     try:
         key = Path(private_key).read_bytes()

@@ -122,20 +122,21 @@ class LocalStack:
         provision.ensure_all([self._nsq, self._cassandra])
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._nodes_file.write_text(f"{nodes}\n")
+        security = self.security(nodes)
         if secure is not None:
             self._secure_file.touch()
-            self.security(nodes).prepare()
+            security.prepare()
         else:
             self._secure_file.unlink(missing_ok=True)
-        for service in self.services(nodes, java):
+        services = self.services(nodes, java)
+        for service in services:
             # One at a time: Cassandra nodes refuse to join the ring concurrently.
             service.start()
             service.wait_healthy()
         if secure is not None:
-            security = self.security(nodes)
             security.provision(secure)
             security.write_platform_config(self.config, secure)
-            for service in self.services(nodes, java):
+            for service in services:
                 service.wait_healthy()  # its check now logs in with the new password
         return self.status()
 
