@@ -222,11 +222,18 @@ class Database:
     """
 
     def __init__(
-        self, cluster: Cluster, session: Session, keyspace: str, max_in_flight: int
+        self,
+        cluster: Cluster,
+        session: Session,
+        keyspace: str,
+        max_in_flight: int,
+        registry_journal: bool = False,
     ) -> None:
         self.cluster = cluster
         self.session = session
         self.keyspace = keyspace
+        self.registry_journal = registry_journal
+        """Whether registry writes are recorded in the journal (:mod:`m2m.registry.journal`)."""
         self._slots = asyncio.Semaphore(max_in_flight)
         self._prepared: dict[str, PreparedStatement] = {}
         self._preparing: dict[str, asyncio.Future[PreparedStatement]] = {}
@@ -238,7 +245,7 @@ class Database:
     @classmethod
     def connect(cls, config: CassandraConfig) -> Database:
         cluster, session = connect_session(config)
-        return cls(cluster, session, config.keyspace, config.max_in_flight)
+        return cls(cluster, session, config.keyspace, config.max_in_flight, config.registry_journal)
 
     def close(self) -> None:
         self.cluster.shutdown()

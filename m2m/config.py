@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -81,6 +81,9 @@ class CassandraConfig(_Section):
     """Client-to-node encryption: unset, the driver speaks plain CQL."""
     max_in_flight: int = Field(256, ge=1)
     """Requests one process keeps outstanding at most; more wait for a free slot."""
+    registry_journal: bool = False
+    """Record every registry change in ``registry_journal`` for a sync service to send on;
+    turned on by ``sync.upstream`` and ``sync.sites``."""
 
 
 class NsqConfig(_Section):
@@ -215,11 +218,43 @@ class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class SyncConfig(_Section):
-    """An edge site's ``sync`` service: its link to the cloud platform it reports to."""
+SITE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$"
+"""A site's name: it is part of an NSQ topic's name (``sync-down-<site>``)."""
 
-    site: str = Field("site", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+Direction = Literal["both", "up", "down", "none"]
+
+
+class SyncRules(_Section):
+    """Which way each kind of a device's registry data goes between a site and the cloud."""
+
+    device: Direction = "both"
+    """The device's own node (ident, owner, site) and its ``by-ident`` entry."""
+    settings: Direction = "both"
+    """``settings``, ``settings-to-send``, ``settings-ack-time``."""
+    commands: Direction = "both"
+    """``commands``, ``commands-response``."""
+    status: Direction = "up"
+    routes: Direction = "down"
+    """``channel-translation``, the device's and ``/device/default/``'s."""
+    sensors: Direction = "up"
+    """``listed-sensors``."""
+    server_settings: Direction = "down"
+    """``server-settings``, ``server-settings-public``."""
+
+
+class SyncConfig(_Section):
+    """The ``sync`` service: an edge site's link to its cloud platform (``upstream``), and
+    the cloud's side of it (``sites``)."""
+
+    site: str = Field("site", pattern=SITE_NAME)
     """This site's name, as the cloud knows it."""
+    sites: list[Annotated[str, Field(pattern=SITE_NAME)]] = []
+    """At the cloud: the edge sites it serves. Each has a durable queue on the cloud's
+    nsqd (``sync-down-<site>``) for the registry changes of its devices."""
+    rules: SyncRules = SyncRules()
+    check_interval: float = Field(3600, gt=0)
+    """Seconds between two anti-entropy checks of the site's registry (also run after
+    every reconnection)."""
     upstream: NsqConfig | None = None
     """The cloud platform's bus: its nsqd (``nsqd_tcp_addresses``), ``topic_prefix`` and
     ``tls``. Every record stored here is forwarded to its ``storage`` topic."""
@@ -261,6 +296,15 @@ class Config(_Section):
     logging: LoggingConfig = LoggingConfig()
     sync: SyncConfig = SyncConfig()
     stack: StackConfig = StackConfig()
+
+    @model_validator(mode="after")
+    def _journal_for_sync(self) -> Config:
+        """A platform with a sync service (a site, or a cloud with sites) journals the
+        registry's changes, whichever of its processes makes them."""
+        if (self.sync.upstream or self.sync.sites) and not self.cassandra.registry_journal:
+            cassandra = self.cassandra.model_copy(update={"registry_journal": True})
+            object.__setattr__(self, "cassandra", cassandra)
+        return self
 
 
 Key = tuple[str, ...]

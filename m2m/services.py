@@ -28,7 +28,7 @@ from m2m.bus.consumer import Consumer, Handler
 from m2m.bus.envelope import Envelope
 from m2m.bus.publisher import Publisher
 from m2m.cassandra import Database
-from m2m.config import Config
+from m2m.config import Config, NsqConfig
 from m2m.endpoints import parse_endpoint
 from m2m.errors import M2MError
 from m2m.metrics import BusCollector, follow_bus_depths, unwatch, watch_bus
@@ -41,7 +41,9 @@ from m2m.receivers.server import DeviceProtocol, DeviceServerFactory, ReceiverSe
 from m2m.receivers.session import ReceiverContext
 from m2m.registry.device import Devices
 from m2m.registry.firmware import Firmwares
+from m2m.sync.check import CloudChecker, SiteChecker, keep_checking
 from m2m.sync.forwarder import Pace, RecordForwarder
+from m2m.sync.registry_link import CloudLink, JournalShipper, SiteLink, by_call, down_topic
 from m2m.sync.status import SYNC_CHANNEL, report_status
 from m2m.timeseries import TimeSeries
 from m2m.web.service import WebService
@@ -70,9 +72,10 @@ for it; ``m2m bus stats`` flags any that nobody reads."""
 
 
 def default_services(config: Config) -> tuple[str, ...]:
-    """What ``m2m serve`` runs unless told: everything, the sync service if it is an edge's
-    (``sync.upstream`` set)."""
-    return tuple(name for name in SERVICE_NAMES if name != SYNC or config.sync.upstream)
+    """What ``m2m serve`` runs unless told: everything, the sync service if it is a site's
+    (``sync.upstream`` set) or a cloud's with sites (``sync.sites``)."""
+    has_sync = config.sync.upstream is not None or bool(config.sync.sites)
+    return tuple(name for name in SERVICE_NAMES if name != SYNC or has_sync)
 
 
 def _listen_port(listen: str) -> str:
@@ -104,7 +107,7 @@ class Services:
     _bus_depths: asyncio.Task[None] | None = None
     _upstream: Publisher | None = None
     """The sync service's, to the cloud's nsqd."""
-    _sync_status: asyncio.Task[None] | None = None
+    _sync_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = set(self.names) - set(SERVICE_NAMES)
@@ -113,8 +116,11 @@ class Services:
                 f"unknown service(s) {', '.join(sorted(unknown)) or '(none given)'}; "
                 f"choose among {', '.join(SERVICE_NAMES)}"
             )
-        if SYNC in self.names and self.config.sync.upstream is None:
-            raise M2MError("the sync service needs sync.upstream: the cloud platform's nsqd")
+        if SYNC in self.names and not (self.config.sync.upstream or self.config.sync.sites):
+            raise M2MError(
+                "the sync service needs sync.upstream (at a site: the cloud platform's nsqd)"
+                " or sync.sites (at the cloud: the sites it serves)"
+            )
 
     @property
     def channel(self) -> str:
@@ -246,24 +252,47 @@ class Services:
             await asyncio.sleep(self.config.receivers.timing.heartbeat_interval)
 
     def _start_sync(self) -> None:
-        """Records up: the edge's ``storage`` topic, forwarded to the cloud's."""
-        assert self._database is not None and self.config.sync.upstream is not None
-        self._upstream = Publisher(self.config.sync.upstream)
-        self._upstream.start()
-        forwarder = RecordForwarder(self._upstream, Pace(self.config.sync.catch_up_rate))
-        self._consume(topics.STORAGE, SYNC_CHANNEL, forwarder.handle)
-        self._sync_status = asyncio.get_running_loop().create_task(
-            report_status(self._database, forwarder, self.config.sync)
-        )
+        """A site's link up (records, registry changes, checks), a cloud's to its sites."""
+        assert self._database is not None and self._publisher is not None
+        sync = self.config.sync
+        loop = asyncio.get_running_loop()
+        if sync.upstream is not None:
+            self._upstream = Publisher(sync.upstream)
+            self._upstream.start()
+            forwarder = RecordForwarder(self._upstream, Pace(sync.catch_up_rate))
+            self._consume(topics.STORAGE, SYNC_CHANNEL, forwarder.handle)
+            site = SiteLink(self._database, sync, self._upstream, self._publisher)
+            checker = SiteChecker(self._database, sync, site)
+            self._consume(down_topic(sync.site), SYNC_CHANNEL, by_call({
+                topics.REGISTRY_CHANGE: site.apply}), sync.upstream)  # fmt: skip
+            self._sync_tasks += [
+                loop.create_task(report_status(self._database, forwarder, sync)),
+                loop.create_task(JournalShipper(self._database, site.send_up).run()),
+                loop.create_task(keep_checking(checker, self._upstream, sync.check_interval)),
+            ]
+        if sync.sites:
+            cloud = CloudLink(self._database, sync, self._publisher)
+            answers = CloudChecker(self._database, sync, self._publisher)
+            self._consume(topics.SYNC_UP, SYNC_CHANNEL, by_call({
+                topics.REGISTRY_CHANGE: cloud.apply,
+                topics.CHECK_SUMMARY: answers.answer,
+                topics.CHECK_DEVICES: answers.answer,
+            }))  # fmt: skip
+            self._sync_tasks.append(
+                loop.create_task(JournalShipper(self._database, cloud.send_down).run())
+            )
 
-    def _consume(self, topic: str, channel: str, handler: Handler | None) -> None:
+    def _consume(
+        self, topic: str, channel: str, handler: Handler | None, nsq: NsqConfig | None = None
+    ) -> None:
+        """Consume from this platform's nsqd, or from ``nsq`` (a site's: the cloud's)."""
         assert self._publisher is not None
-        consumer = Consumer(topic, channel, handler, self.config.nsq, self._publisher)
+        consumer = Consumer(topic, channel, handler, nsq or self.config.nsq, self._publisher)
         consumer.start()
         self._consumers.append(consumer)
 
     async def stop(self) -> None:
-        for task in (self._heartbeat, self._bus_depths, self._sync_status):
+        for task in (self._heartbeat, self._bus_depths, *self._sync_tasks):
             if task is not None:
                 task.cancel()
         if self._web is not None:

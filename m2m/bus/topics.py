@@ -31,3 +31,12 @@ STORE_TS: Final = "store_ts"
 DISCONNECT: Final = "disconnect"
 SEND_SETTINGS: Final = "send_settings"
 SEND_COMMANDS: Final = "send_commands"
+
+# sync (an edge site's link to its cloud platform, on the cloud's nsqd)
+SYNC_UP: Final = "sync-up"
+"""Registry changes and check requests, from every site to the cloud."""
+SYNC_DOWN: Final = "sync-down-"
+"""``sync-down-<site>``: registry changes and check answers, from the cloud to one site."""
+REGISTRY_CHANGE: Final = "registry_change"
+CHECK_SUMMARY: Final = "check_summary"
+CHECK_DEVICES: Final = "check_devices"

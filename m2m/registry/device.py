@@ -381,7 +381,7 @@ class Devices:
             *RegistryNode(self.database, BY_IDENT).creation(),
             *device.node.creation({"ident": ident, "domain": domain.id}),
             *(write for child in DEVICE_CHILDREN for write in device._child(child).creation()),
-            domain.devices_node.values_write({device.id: ""}),
+            *domain.devices_node.values_write({device.id: ""}),
             *self._by_ident(ident).creation({"id": device.id}),
         ]
         await self.database.execute_atomically(writes)

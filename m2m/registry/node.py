@@ -28,6 +28,7 @@ from typing import Any, TypeAlias
 from m2m.cassandra import Database
 from m2m.errors import InvalidInput, M2MError
 from m2m.metrics import BLOB_BYTES_STORED
+from m2m.registry.journal import journal_write, now_stamp
 from m2m.registry.paths import (
     InvalidPathError,
     child_path,
@@ -46,20 +47,21 @@ _SET_STATUS = "UPDATE registrynode SET status = ? WHERE path = ?"
 _SET_STATUS_ADD_VALUES = "UPDATE registrynode SET status = ?, values = values + ? WHERE path = ?"
 _SET_STATUS_REPLACE_VALUES = "UPDATE registrynode SET status = ?, values = ? WHERE path = ?"
 _ADD_VALUES = "UPDATE registrynode SET values = values + ? WHERE path = ?"
-_REMOVE_VALUES = "UPDATE registrynode SET values = values - ? WHERE path = ?"
-_DELETE_NODE = "DELETE FROM registrynode WHERE path = ?"
+_REMOVE_VALUES = "UPDATE registrynode USING TIMESTAMP ? SET values = values - ? WHERE path = ?"
+_DELETE_NODE = "DELETE FROM registrynode USING TIMESTAMP ? WHERE path = ?"
 _SELECT_PATHS_BY_STATUS = "SELECT path FROM registrynode WHERE status = ?"
 
 _SELECT_CHILDREN = "SELECT name FROM registrynodechildren WHERE path = ?"
 _ADD_CHILD = "INSERT INTO registrynodechildren (path, name) VALUES (?, ?)"
 _REMOVE_CHILD = "DELETE FROM registrynodechildren WHERE path = ? AND name = ?"
-_REMOVE_ALL_CHILDREN = "DELETE FROM registrynodechildren WHERE path = ?"
+_REMOVE_ALL_CHILDREN = "DELETE FROM registrynodechildren USING TIMESTAMP ? WHERE path = ?"
 
 _SELECT_BLOCK = "SELECT data FROM registrynodedata WHERE path = ? AND block = ?"
 _SELECT_BLOCKS = "SELECT block, data FROM registrynodedata WHERE path = ?"
 _WRITE_BLOCK = "INSERT INTO registrynodedata (path, block, data) VALUES (?, ?, ?)"
 _DELETE_BLOCKS_FROM = "DELETE FROM registrynodedata WHERE path = ? AND block >= ?"
 _DELETE_ALL_BLOCKS = "DELETE FROM registrynodedata WHERE path = ?"
+_ERASE_BLOCKS = "DELETE FROM registrynodedata USING TIMESTAMP ? WHERE path = ?"
 
 """Seconds to wait before each new attempt at a block request the driver could not send."""
 _CHILDREN_PAGE_SIZE = 1000
@@ -256,10 +258,23 @@ class RegistryNode:
         parent = parent_path(self.path)
         if parent is not None:
             writes.append((_ADD_CHILD, (parent, self.name)))
+        return self._journaled(writes)
+
+    def _journaled(
+        self,
+        writes: list[Write],
+        removed: Iterable[str] = (),
+        erased: bool = False,
+        stamp: int | None = None,
+    ) -> list[Write]:
+        """``writes`` and, if the registry keeps a journal, its entry for this node."""
+        if self.database.registry_journal:
+            stamp = now_stamp() if stamp is None else stamp
+            writes.append(journal_write(self.path, stamp, removed, erased))
         return writes
 
     async def _set_status(self, status: NodeStatus) -> None:
-        await self.database.execute(_SET_STATUS, (status.value, self.path))
+        await self.database.execute_all(self._journaled([(_SET_STATUS, (status.value, self.path))]))
 
     async def _list_in_parent(self) -> None:
         parent = parent_path(self.path)
@@ -285,12 +300,12 @@ class RegistryNode:
     async def set_values(self, values: Mapping[str, str]) -> None:
         """Set these values in one write; the node's other values are left as they are."""
         if values:
-            await self.database.execute(*self.values_write(values))
+            await self.database.execute_all(self.values_write(values))
 
-    def values_write(self, values: Mapping[str, str]) -> Write:
-        """The write of :meth:`set_values`, for a caller sending it with others."""
+    def values_write(self, values: Mapping[str, str]) -> list[Write]:
+        """The writes of :meth:`set_values`, for a caller sending them with others."""
         check_values(self.path, values)
-        return _ADD_VALUES, (dict(values), self.path)
+        return self._journaled([(_ADD_VALUES, (dict(values), self.path))])
 
     async def delete_value(self, name: str) -> None:
         await self.delete_values((name,))
@@ -299,7 +314,10 @@ class RegistryNode:
         """Remove these values in one write (names not present are no error)."""
         names = set(names)
         if names:
-            await self.database.execute(_REMOVE_VALUES, (names, self.path))
+            stamp = now_stamp()
+            await self.database.execute_all(
+                self._journaled([(_REMOVE_VALUES, (stamp, names, self.path))], names, stamp=stamp)
+            )
 
     # -- children ----------------------------------------------------------------------
 
@@ -351,11 +369,13 @@ class RegistryNode:
         below = await asyncio.gather(
             *(c._delete_hard(unlist=False) for c in await self.children(True))
         )
-        await asyncio.gather(
-            self.database.execute(_DELETE_NODE, (self.path,)),
-            self.database.execute(_REMOVE_ALL_CHILDREN, (self.path,)),
-            self.database.execute(_DELETE_ALL_BLOCKS, (self.path,)),
-        )
+        stamp = now_stamp()
+        erasing: list[Write] = [
+            (_DELETE_NODE, (stamp, self.path)),
+            (_REMOVE_ALL_CHILDREN, (stamp, self.path)),
+            (_ERASE_BLOCKS, (stamp, self.path)),
+        ]
+        await self.database.execute_all(self._journaled(erasing, erased=True, stamp=stamp))
         if unlist:
             await self._unlist_from_parent()
         return 1 + sum(below)
@@ -411,11 +431,9 @@ class RegistryNode:
         # The values replace the map: a deleted node left there keeps none of its own.
         # Blocks past the copied ones (an earlier, longer file) lie beyond the copied
         # file's size, so they are never read; a hard delete takes them.
+        replacing = [(_SET_STATUS_REPLACE_VALUES, (NodeStatus.CREATED.value, values, self.path))]
         await asyncio.gather(
-            self.database.execute(
-                _SET_STATUS_REPLACE_VALUES, (NodeStatus.CREATED.value, values, self.path)
-            ),
-            self._list_in_parent(),
+            self.database.execute_all(self._journaled(replacing)), self._list_in_parent()
         )
 
     async def _copy_blocks_to(self, target: RegistryNode) -> None:

@@ -16,22 +16,22 @@ import socket
 import struct
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
 
-from m2m.cassandra import Database, connect_session
+from m2m.cassandra import Database, connect_session, qualified
 from m2m.config import load_config
+from m2m.receivers.alip.client import ALIPClient
 from m2m.receivers.m2mp.client import M2MPClient
-from m2m.registry.device import device_id_for
+from m2m.registry.device import Device, device_id_for
 from m2m.stack.nsq import LOOKUPD_HTTP_PORT, NSQD_TCP_PORT
 from m2m.timeseries import Record, TimeSeries
 from tests.conftest import (
     Platform,
-    config_with_own_topics,
     eventually,
     free_port,
     fresh_platform,
@@ -41,6 +41,8 @@ from tests.conftest import (
 
 EDGE_ADDRESS = "127.0.3.1"
 RECORDS = 40
+SITE = "depot"
+T = TypeVar("T")
 
 
 class Uplink:
@@ -95,13 +97,16 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
 
 
 @pytest.fixture(scope="module")
-def cloud(config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """The cloud: its own keyspace and topics, storage and the cloud's side of sync."""
     directory = tmp_path_factory.mktemp("cloud")
-    running = start_platform(
-        config_with_own_topics(config_file, directory), directory, only="converter,storage"
-    )
-    yield running
-    running.stop()
+    with fresh_platform(directory, label="cloud") as path:
+        settings = yaml.safe_load(path.read_text())
+        settings["sync"] = {"sites": [SITE]}
+        path.write_text(yaml.safe_dump(settings))
+        running = start_platform(path, directory, only="converter,storage,sync")
+        yield running
+        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +146,7 @@ def edge_config(
             "lookupd_http_addresses": [f"{EDGE_ADDRESS}:{LOOKUPD_HTTP_PORT}"],
         }
         settings["sync"] = {
-            "site": "depot",
+            "site": SITE,
             "upstream": {
                 "nsqd_tcp_addresses": [f"127.0.0.1:{uplink.port}"],
                 "topic_prefix": cloud.config.nsq.topic_prefix,
@@ -234,6 +239,134 @@ async def test_records_stored_offline_reach_the_cloud_once_when_the_uplink_retur
         assert uplink_check(edge) == ("OK", f"connected to 127.0.0.1:{uplink.port}; 0 waiting")
     finally:
         edge.stop()
+
+
+async def registry(config: Path, work: Callable[[Device], Awaitable[T]], ident: str) -> T:
+    """``work`` on the device's registry entry at the platform of ``config``."""
+    cassandra = load_config(config).cassandra
+    cluster, session = connect_session(cassandra)
+    try:
+        database = Database(cluster, session, cassandra.keyspace, 64)
+        return await work(Device(database, device_id_for(ident)))
+    finally:
+        cluster.shutdown()
+
+
+async def settings_of(config: Path, ident: str) -> tuple[dict[str, str], dict[str, str], set[str]]:
+    """The device's settings, those to send, and the names acknowledged."""
+
+    async def read(device: Device) -> tuple[dict[str, str], dict[str, str], set[str]]:
+        acked = await device.settings_ack_times()
+        return await device.settings(), await device.settings_to_send(), set(acked)
+
+    return await registry(config, read, ident)
+
+
+async def site_of(config: Path, ident: str) -> str | None:
+    return await registry(config, lambda device: device.node.value("site"), ident)
+
+
+def set_setting(config: Path, ident: str, name: str, value: str) -> None:
+    run_m2m("device", "setting", "set", ident, name, value, config=config)
+
+
+async def settings_pushed(client: ALIPClient, wanted: set[str]) -> None:
+    """Read ``S S`` lines until each wanted one came (a push sends every pending one)."""
+    seen: set[str] = set()
+    while not wanted <= seen:
+        seen.add(await client.receive_line(30))
+
+
+async def identified_at(edge: Platform, ident: str) -> ALIPClient:
+    client = await ALIPClient.connect("127.0.0.1", edge.alip_port)
+    assert await client.identify(ident)
+    assert await client.receive_line() == "S GA"
+    return client
+
+
+async def test_settings_cross_while_offline_and_the_later_change_wins_on_both_sides(
+    cloud: Platform, uplink: Uplink, edge_config: Path
+) -> None:
+    edge = start_edge(edge_config)
+    ident = f"edge:{uuid.uuid4().hex[:12]}"
+    try:
+        async with await identified_at(edge, ident) as client:
+            await eventually(lambda: site_of(cloud.config_file, ident), lambda s: s == SITE,
+                             "the cloud knows the device is the site's")  # fmt: skip
+            uplink.cut()
+            # At the site, while offline: a setting defined, pushed and acknowledged.
+            set_setting(edge_config, ident, "mode", "edge")
+            await settings_pushed(client, {"S S mode edge"})
+            client.send_line("S A mode edge")
+            await eventually(lambda: settings_of(edge_config, ident), lambda s: not s[1],
+                             "acknowledged at the site")  # fmt: skip
+            # In the cloud, later: the same setting (it wins) and another one.
+            set_setting(cloud.config_file, ident, "mode", "cloud")
+            set_setting(cloud.config_file, ident, "period", "30")
+            uplink.restore()
+            # The cloud's changes reach the device, which acknowledges them at the site.
+            await settings_pushed(client, {"S S mode cloud", "S S period 30"})
+            client.send_line("S A mode cloud")
+            client.send_line("S A period 30")
+            expected = ({"mode": "cloud", "period": "30"}, {}, {"mode", "period"})
+            for platform in (edge_config, cloud.config_file):
+                await eventually(lambda p=platform: settings_of(p, ident),
+                                 lambda s: s == expected, f"settings at {platform}")  # fmt: skip
+    finally:
+        edge.stop()
+
+
+async def test_sync_check_finds_changes_made_behind_its_back_and_repairs_them(
+    cloud: Platform, edge_config: Path
+) -> None:
+    edge = start_edge(edge_config)
+    ident = f"edge:{uuid.uuid4().hex[:12]}"
+    device_id = device_id_for(ident)
+    try:
+        async with await identified_at(edge, ident):
+            set_setting(edge_config, ident, "period", "60")
+
+            async def checked() -> tuple[int, dict[str, Any]]:
+                return sync_check(edge_config)
+
+            await eventually(checked, lambda c: c[0] == 0 and c[1]["in_sync"], "in sync first")
+            settings = f"/device/{device_id}/settings/"
+            answers = f"/device/{device_id}/commands-response/"
+            raw_cql(
+                cloud.config_file,
+                f"UPDATE registrynode SET values['period'] = '99' WHERE path = '{settings}'",
+            )
+            raw_cql(edge_config, f"DELETE FROM registrynode WHERE path = '{answers}'")
+            code, found = sync_check(edge_config)
+            assert code == 3 and found["differing_devices"] == [device_id]
+            assert found["differing_nodes"] == sorted([settings, answers])
+            code, repaired = sync_check(edge_config, "--repair")
+            assert code == 0 and repaired["repaired"]
+            await eventually(checked, lambda c: c[0] == 0 and c[1]["in_sync"], "in sync again")
+            for platform in (edge_config, cloud.config_file):
+                values, _, _ = await settings_of(platform, ident)
+                assert values["period"] == "99"  # the later change, made in the cloud
+                assert not await registry(
+                    platform, lambda d: d.node.child("commands-response").exists(), ident
+                )
+    finally:
+        edge.stop()
+
+
+def sync_check(config: Path, *options: str) -> tuple[int, dict[str, Any]]:
+    result = run_m2m("sync", "check", "--json", *options, config=config, check=False)
+    assert result.returncode in (0, 3), result.stderr.decode()
+    return result.returncode, json.loads(result.stdout)
+
+
+def raw_cql(config: Path, cql: str) -> None:
+    """A change behind the sync's back: CQL on the platform's keyspace, no journal."""
+    cassandra = load_config(config).cassandra
+    cluster, session = connect_session(cassandra)
+    try:
+        session.execute(qualified(cql, cassandra.keyspace))
+    finally:
+        cluster.shutdown()
 
 
 async def test_status_says_when_the_sync_service_is_not_running(edge_config: Path) -> None:

@@ -1,0 +1,358 @@
+"""Anti-entropy: a site's registry and the cloud's copy of it, compared by hashes, repaired.
+
+Each side hashes what it holds of the site's devices into a Merkle tree: a node's hash
+covers its cells and their write times, a device's its nodes', and a bucket's (the first
+two hex digits of the device ids: 256 buckets) its devices'. The site sends its 256
+bucket hashes up; the cloud answers with the device hashes of the buckets that differ;
+the site asks for the nodes of the devices that differ and compares them cell by cell.
+When nothing differs, a check costs each side one read of its registry and the bus a
+message each way.
+
+Repairing merges by the rule every change follows (last writer wins, cell by cell): the
+site sends its cells of the differing devices up and merges the cloud's; what lost on
+either side comes back as an answer (:func:`~m2m.sync.cells.merge_cells`). A node deleted
+behind the sync's back (raw CQL) is deleted on both sides if that was the latest change,
+and a value changed so wins likewise.
+
+The conversation runs on the cloud's nsqd: requests on ``sync-up``, answers on
+``sync-check-<site>`` (channel ``check``), each naming the check it belongs to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from m2m.bus import topics
+from m2m.bus.consumer import Consumer
+from m2m.bus.envelope import Envelope, InvalidMessage
+from m2m.bus.publisher import Publisher
+from m2m.cassandra import Database
+from m2m.config import SyncConfig
+from m2m.errors import Unavailable
+from m2m.sync.cells import CELL_COLUMNS, NodeCells, cells_of_row, merge_cells, read_cells
+from m2m.sync.registry_link import Change, SiteLink, device_paths, synced_or_refused
+from m2m.sync.rules import local_values, synced_node
+
+log = logging.getLogger(__name__)
+
+CHECK_TOPIC = "sync-check-"
+"""``sync-check-<site>``: the cloud's answers to a site's checks."""
+CHECK_CHANNEL = "check"
+ANSWER_TIMEOUT = 120.0
+"""Seconds the cloud has to answer one request of a check."""
+DEVICES_PER_MESSAGE = 5000
+NODES_PER_MESSAGE = 200
+_SCAN = f"SELECT {CELL_COLUMNS} FROM registrynode"
+_SCAN_PAGE = 5000
+
+
+class CheckFailed(Unavailable):
+    """The cloud did not answer in time (the uplink is down, or its sync service is)."""
+
+
+def check_topic(site: str) -> str:
+    return f"{CHECK_TOPIC}{site}"
+
+
+@dataclass
+class SiteTree:
+    """What one side holds of a site's devices: each device's nodes, as cells."""
+
+    devices: dict[str, dict[str, NodeCells]] = field(default_factory=dict)
+
+    def device_digest(self, device_id: str) -> str:
+        hashing = hashlib.blake2b(digest_size=16)
+        for _, cells in sorted(self.devices[device_id].items()):
+            hashing.update(cells.digest())
+        return hashing.hexdigest()
+
+    def device_digests(self, buckets: Iterable[str] | None = None) -> dict[str, str]:
+        wanted = None if buckets is None else set(buckets)
+        return {
+            device_id: self.device_digest(device_id)
+            for device_id in self.devices
+            if wanted is None or device_id[:2] in wanted
+        }
+
+    def bucket_digests(self) -> dict[str, str]:
+        by_bucket: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+        for device_id, digest in self.device_digests().items():
+            by_bucket[device_id[:2]].append((device_id, digest))
+        digests = {}
+        for bucket, devices in by_bucket.items():
+            hashing = hashlib.blake2b(digest_size=16)
+            for device_id, digest in sorted(devices):
+                hashing.update(f"{device_id}={digest};".encode())
+            digests[bucket] = hashing.hexdigest()
+        return digests
+
+
+async def site_tree(database: Database, config: SyncConfig, site: str, at_cloud: bool) -> SiteTree:
+    """The synced nodes of the site's devices this platform holds, read in one scan.
+
+    At the cloud a site's devices are those whose ``site`` is the site; at the site,
+    those not known to be another's.
+    """
+    rules = config.rules
+    devices: defaultdict[str, dict[str, NodeCells]] = defaultdict(dict)
+    async for rows in database.pages(_SCAN, page_size=_SCAN_PAGE):
+        for row in rows:
+            node = synced_node(row.path)
+            if node is None or node.device_id is None or getattr(rules, node.kind) == "none":
+                continue
+            cells = cells_of_row(row).without(local_values(row.path))
+            if not cells.empty:
+                devices[node.device_id][row.path] = cells
+    tree = SiteTree()
+    for device_id, nodes in devices.items():
+        device_node = nodes.get(f"/device/{device_id}/")
+        where = device_node.values.get("site", ("", 0))[0] if device_node else ""
+        if where == site or (not at_cloud and where == ""):
+            tree.devices[device_id] = nodes
+    return tree
+
+
+@dataclass
+class CheckReport:
+    devices: int
+    """Devices of the site at the site."""
+    cloud_devices: int
+    differing_devices: list[str]
+    differing_nodes: list[str]
+    repaired: bool
+    seconds: float
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.differing_devices
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "in_sync": self.in_sync,
+            "devices": self.devices,
+            "cloud_devices": self.cloud_devices,
+            "differing_devices": self.differing_devices,
+            "differing_nodes": self.differing_nodes,
+            "repaired": self.repaired,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class SiteChecker:
+    """The site's side of a check: asks the cloud, compares, repairs."""
+
+    def __init__(self, database: Database, config: SyncConfig, link: SiteLink) -> None:
+        self._database = database
+        self._config = config
+        self._link = link
+        self._waiting: dict[str, _Answer] = {}
+
+    async def _answered(self, envelope: Envelope) -> None:
+        """An answer of the cloud (``sync-check-<site>``). One of no check here is one
+        of a check that gave up, or of another checker's at the same time (which then
+        gives up): finished."""
+        answer = self._waiting.get(str(envelope.fields.get("check")))
+        if answer is not None:
+            answer.add(envelope)
+
+    async def check(self, repair: bool) -> CheckReport:
+        """Compare the site's devices with the cloud's copy; repair what differs if asked.
+
+        Raises :class:`CheckFailed` if the cloud does not answer in time.
+        """
+        upstream = self._config.upstream
+        assert upstream is not None
+        answers = Consumer(check_topic(self._config.site), CHECK_CHANNEL, self._answered,
+                           upstream, self._link.local)  # fmt: skip
+        answers.start()
+        try:
+            return await self._check(repair)
+        finally:
+            await answers.close()
+
+    async def _check(self, repair: bool) -> CheckReport:
+        started = time.monotonic()
+        site = self._config.site
+        tree = await site_tree(self._database, self._config, site, at_cloud=False)
+        summary = await self._ask(topics.CHECK_SUMMARY, buckets=tree.bucket_digests())
+        cloud_digests: dict[str, str] = {}
+        for part in summary:
+            cloud_digests.update(part.fields["devices"])
+        differing_buckets = set(summary[0].fields["buckets"])
+        cloud_devices = int(summary[0].fields["total"])
+        ours = tree.device_digests(differing_buckets)
+        differing = sorted(
+            device_id
+            for device_id in set(ours) | set(cloud_digests)
+            if ours.get(device_id) != cloud_digests.get(device_id)
+        )
+        differing_nodes: list[str] = []
+        if differing:
+            cloud_nodes: dict[str, NodeCells] = {}
+            for part in await self._ask(topics.CHECK_DEVICES, devices=differing):
+                for fields in part.fields["nodes"]:
+                    cells = NodeCells.of_fields(fields)
+                    cloud_nodes[cells.path] = cells
+            our_nodes = {
+                path: cells
+                for device_id in differing
+                for path, cells in tree.devices.get(device_id, {}).items()
+            }
+            differing_nodes = sorted(
+                path
+                for path in set(our_nodes) | set(cloud_nodes)
+                if _digest(our_nodes.get(path)) != _digest(cloud_nodes.get(path))
+            )
+            if repair:
+                await self._repair(
+                    [our_nodes[p] for p in differing_nodes if p in our_nodes],
+                    [cloud_nodes[p] for p in differing_nodes if p in cloud_nodes],
+                )
+        return CheckReport(
+            devices=len(tree.devices),
+            cloud_devices=cloud_devices,
+            differing_devices=differing,
+            differing_nodes=differing_nodes,
+            repaired=repair and bool(differing),
+            seconds=time.monotonic() - started,
+        )
+
+    async def _repair(self, ours: list[NodeCells], theirs: list[NodeCells]) -> None:
+        """Send the site's cells up; merge the cloud's here, sending up what won here."""
+        rules = self._config.rules
+        up: list[Change] = [(synced_or_refused(cells.path), cells) for cells in ours]
+        for cells in theirs:
+            node = synced_or_refused(cells.path)
+            carried = node.carried(cells, rules, "down")
+            answer = None if carried is None else await merge_cells(self._database, carried)
+            if answer is not None:
+                up.append((node, answer))
+        await self._link.send_up(up)
+
+    async def _ask(self, call: str, **fields: Any) -> list[Envelope]:
+        """Send a request up and wait for every part of its answer."""
+        check_id = uuid.uuid4().hex
+        answer = self._waiting[check_id] = _Answer()
+        try:
+            request = Envelope.make(
+                topics.SYNC_UP, call, f"sync;site={self._config.site}",
+                site=self._config.site, check=check_id, **fields,
+            )  # fmt: skip
+            await self._link.send_message(request)
+            try:
+                return await asyncio.wait_for(answer.complete, ANSWER_TIMEOUT)
+            except TimeoutError:
+                raise CheckFailed(f"the cloud did not answer within {ANSWER_TIMEOUT:g} s") from None
+        finally:
+            del self._waiting[check_id]
+
+
+async def keep_checking(checker: SiteChecker, upstream: Publisher, interval: float) -> None:
+    """Check and repair once the uplink is up, after each reconnection, and every
+    ``interval`` seconds while it stays up."""
+    while True:
+        while not upstream.connected:
+            await asyncio.sleep(1)
+        try:
+            report = await checker.check(repair=True)
+        except Unavailable as exc:
+            log.warning("registry check not done: %s", exc)
+            await asyncio.sleep(10)
+            continue
+        if report.in_sync:
+            log.info("registry check: %d devices in sync with the cloud", report.devices)
+        else:
+            log.warning(
+                "registry check: %d devices differed from the cloud's (%d nodes); repaired",
+                len(report.differing_devices), len(report.differing_nodes),
+            )  # fmt: skip
+        deadline = time.monotonic() + interval
+        while upstream.connected and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+
+
+class _Answer:
+    def __init__(self) -> None:
+        self.parts: dict[int, Envelope] = {}
+        self.complete: asyncio.Future[list[Envelope]] = asyncio.get_running_loop().create_future()
+
+    def add(self, envelope: Envelope) -> None:
+        self.parts[int(envelope.fields.get("part", 0))] = envelope
+        if len(self.parts) == int(envelope.fields.get("parts", 1)) and not self.complete.done():
+            self.complete.set_result([self.parts[index] for index in sorted(self.parts)])
+
+
+def _digest(cells: NodeCells | None) -> bytes:
+    return b"" if cells is None else cells.digest()
+
+
+class CloudChecker:
+    """The cloud's side of checks: answers each site's requests."""
+
+    def __init__(self, database: Database, config: SyncConfig, publisher: Publisher) -> None:
+        self._database = database
+        self._config = config
+        self._publisher = publisher
+
+    async def answer(self, envelope: Envelope) -> None:
+        site = envelope.fields.get("site")
+        if site not in self._config.sites:
+            raise InvalidMessage(f"a check from {site!r:.60}, not a site of this platform")
+        parts: list[dict[str, Any]]
+        if envelope.call == topics.CHECK_SUMMARY:
+            theirs = envelope.fields.get("buckets")
+            if not isinstance(theirs, dict):
+                raise InvalidMessage("a check summary without bucket hashes")
+            tree = await site_tree(self._database, self._config, site, at_cloud=True)
+            ours = tree.bucket_digests()
+            buckets = sorted(b for b in set(ours) | set(theirs) if ours.get(b) != theirs.get(b))
+            digests = list(tree.device_digests(buckets).items())
+            parts = [
+                {"devices": dict(digests[i : i + DEVICES_PER_MESSAGE])}
+                for i in range(0, max(len(digests), 1), DEVICES_PER_MESSAGE)
+            ]
+            parts[0].update(buckets=buckets, total=len(tree.devices))
+        else:
+            wanted = envelope.fields.get("devices")
+            if not isinstance(wanted, list):
+                raise InvalidMessage("a check of devices without their ids")
+            nodes = [
+                cells.to_fields()
+                for device_id in wanted
+                for cells in (await self._device_nodes(str(device_id), site)).values()
+            ]
+            parts = [
+                {"nodes": nodes[i : i + NODES_PER_MESSAGE]}
+                for i in range(0, max(len(nodes), 1), NODES_PER_MESSAGE)
+            ]
+        await asyncio.gather(*(
+            self._publisher.deliver(Envelope.make(
+                check_topic(site), envelope.call, "sync;cloud",
+                check=envelope.fields.get("check"), part=index, parts=len(parts), **part,
+            ))
+            for index, part in enumerate(parts)
+        ))  # fmt: skip
+
+    async def _device_nodes(self, device_id: str, site: str) -> dict[str, NodeCells]:
+        """The device's synced nodes here, as a check compares them (none if another's)."""
+        if synced_node(f"/device/{device_id}/") is None:
+            raise InvalidMessage(f"{device_id!r:.60} is no device id")
+        read = await read_cells(self._database, await device_paths(self._database, device_id))
+        tree = SiteTree({device_id: {}})
+        for path, cells in read.items():
+            node = synced_node(path)
+            if node is not None and getattr(self._config.rules, node.kind) != "none":
+                kept = cells.without(local_values(path))
+                if not kept.empty:
+                    tree.devices[device_id][path] = kept
+        device_node = tree.devices[device_id].get(f"/device/{device_id}/")
+        where = device_node.values.get("site", ("", 0))[0] if device_node else ""
+        return tree.devices[device_id] if where == site else {}
