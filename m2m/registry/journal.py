@@ -82,14 +82,14 @@ class JournalReader:
     def since(self) -> float:
         return self._since
 
-    async def read(self) -> list[JournalEntry]:
-        """The entries not read yet, oldest first."""
+    async def read(self, limit: int = 1000) -> list[JournalEntry]:
+        """The entries not read yet, oldest first: about ``limit`` at most (whole pages)."""
         now = time.time()
         start = self._since - LOOKBACK
         entries: list[JournalEntry] = []
         for minute in range(int(start // 60), int(now // 60) + 1):
             async for rows in self._database.pages(
-                _READ, (minute, datetime.fromtimestamp(start, UTC)), page_size=5000
+                _READ, (minute, datetime.fromtimestamp(start, UTC)), page_size=limit
             ):
                 entries.extend(
                     JournalEntry(
@@ -102,14 +102,21 @@ class JournalReader:
                     for row in rows
                     if row.time not in self._seen
                 )
+                if len(entries) >= limit:
+                    break
+            if len(entries) >= limit:
+                break
         for entry in entries:
             self._seen[entry.time] = entry.stamp / 1_000_000
         return sorted(entries, key=lambda entry: entry.time.time)
 
+    def since_after(self, entries: list[JournalEntry]) -> float:
+        """Where the reader stands once ``entries`` are done."""
+        return max([self._since, *(entry.stamp / 1_000_000 for entry in entries)])
+
     def done(self, entries: list[JournalEntry]) -> None:
         """Those entries were handled: the reader moves past them."""
-        if entries:
-            self._since = max(self._since, max(entry.stamp for entry in entries) / 1_000_000)
+        self._since = self.since_after(entries)
         self._seen = {key: at for key, at in self._seen.items() if at >= self._since - LOOKBACK}
 
     def retry(self, entries: list[JournalEntry]) -> None:

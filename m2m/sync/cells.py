@@ -19,8 +19,9 @@ from typing import Any
 
 from m2m.bus.envelope import InvalidMessage
 from m2m.cassandra import Database
+from m2m.errors import InvalidInput
 from m2m.registry.node import NodeStatus, Write, check_values
-from m2m.registry.paths import InvalidPathError, node_name, normalize_path, parent_path
+from m2m.registry.paths import node_name, normalize_path, parent_path
 
 CELL_COLUMNS = (
     "path, status, writetime(status) AS status_time, values, writetime(values) AS value_times"
@@ -112,7 +113,7 @@ class NodeCells:
             )
             check_values(path, {name: value for name, (value, _) in cells.values.items()})
             check_values(path, dict.fromkeys(cells.removed, ""))
-        except (InvalidPathError, ValueError) as exc:
+        except (InvalidInput, ValueError) as exc:
             raise InvalidMessage(f"not a registry node's cells: {exc}") from exc
         return cells
 

@@ -50,6 +50,8 @@ ANSWER_TIMEOUT = 120.0
 """Seconds the cloud has to answer one request of a check."""
 DEVICES_PER_MESSAGE = 5000
 NODES_PER_MESSAGE = 200
+CHECK_RETRY = 10.0
+"""Seconds before a check that failed is tried again."""
 _SCAN = f"SELECT {CELL_COLUMNS} FROM registrynode"
 _SCAN_PAGE = 5000
 
@@ -263,9 +265,10 @@ async def keep_checking(checker: SiteChecker, upstream: Publisher, interval: flo
             await asyncio.sleep(1)
         try:
             report = await checker.check(repair=True)
-        except Unavailable as exc:
-            log.warning("registry check not done: %s", exc)
-            await asyncio.sleep(10)
+        except Exception as exc:  # tried again: the service goes on
+            log.warning("registry check not done: %s", exc,
+                        exc_info=not isinstance(exc, Unavailable))  # fmt: skip
+            await asyncio.sleep(CHECK_RETRY)
             continue
         if report.in_sync:
             log.info("registry check: %d devices in sync with the cloud", report.devices)

@@ -107,26 +107,31 @@ class JournalShipper:
         self._database = database
         self._send = send
         self._cursor = RegistryNode(database, CURSOR_NODE)
-        self.sent = 0
 
     async def run(self) -> None:
         since = await self._cursor.value("since")
         reader = JournalReader(self._database, float(since) if since else time.time())
+        failing = False
         while True:
-            entries = await reader.read()
-            changes = await changes_of(self._database, entries)
+            entries: list[JournalEntry] = []
             try:
+                entries = await reader.read()
+                changes = await changes_of(self._database, entries)
                 if changes:
                     await self._send(changes)
-            except Unavailable as exc:
-                log.info("registry changes not sent yet (%s); trying again", exc)
+                    await self._cursor.set_values({"since": repr(reader.since_after(entries))})
+            except Exception as exc:  # the journal keeps them: try again
+                if not failing:
+                    log.warning("registry changes not sent yet (%s); trying again", exc,
+                                exc_info=not isinstance(exc, Unavailable))  # fmt: skip
+                failing = True
                 reader.retry(entries)
                 await asyncio.sleep(RETRY_INTERVAL)
                 continue
+            if failing:
+                log.info("registry changes sent again")
+                failing = False
             reader.done(entries)
-            if changes:
-                self.sent += len(changes)
-                await self._cursor.set_values({"since": repr(reader.since)})
             await asyncio.sleep(POLL_INTERVAL)
 
 
@@ -231,14 +236,15 @@ class CloudLink:
         """Make the device the site's, if it is not: the site gets all of it."""
         device_node = RegistryNode(self.database, f"{DEVICES}{device_id}/")
         values = await device_node.values()
-        if values.get("site") == site:
-            return
         if "ident" in values and "domain" not in values:  # new here: the default domain
-            device = await Devices(self.database).by_id(device_id)
+            devices = Devices(self.database)
+            device = await devices.by_id(device_id)
             if device is not None:
-                await Devices(self.database).move(
+                await devices.move(
                     device, await Domains(self.database).get_or_create(DEFAULT_DOMAIN)
                 )
+        if values.get("site") == site:
+            return
         await device_node.set_values({"site": site})
         previous = values.get("site")
         log.info("device %s now at site %s (was %s)", device_id, site, previous or "none")

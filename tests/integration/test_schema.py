@@ -57,7 +57,9 @@ def test_applying_again_changes_nothing(config_file: Path) -> None:
     assert result.stdout.decode().strip().endswith("schema is up to date")
 
 
-def test_the_five_tables_have_the_specified_keys(config: Config) -> None:
+def test_the_five_tables_have_the_specified_keys_and_the_journal_is_the_only_addition(
+    config: Config,
+) -> None:
     rows = _rows(
         config,
         "SELECT table_name, column_name, kind, position, type, clustering_order "
@@ -71,7 +73,15 @@ def test_the_five_tables_have_the_specified_keys(config: Config) -> None:
         )
     for table, columns in EXPECTED_TABLES.items():
         assert found[table] == columns, table
-    assert set(found) == {*EXPECTED_TABLES, VERSION_TABLE}
+    assert set(found) == {*EXPECTED_TABLES, VERSION_TABLE, "registry_journal"}
+    assert found["registry_journal"] == {
+        ("minute", "partition_key", 0, "bigint", "none"),
+        ("time", "clustering", 0, "timeuuid", "asc"),
+        ("path", "regular", -1, "text", "none"),
+        ("stamp", "regular", -1, "bigint", "none"),
+        ("removed", "regular", -1, "set<text>", "none"),
+        ("erased", "regular", -1, "boolean", "none"),
+    }
     indexes = _rows(
         config,
         "SELECT table_name, options FROM system_schema.indexes WHERE keyspace_name = %s",

@@ -42,6 +42,8 @@ from tests.conftest import (
 EDGE_ADDRESS = "127.0.3.1"
 RECORDS = 40
 SITE = "depot"
+SHIP = "ship"
+SHIP_ADDRESS = "127.0.4.1"
 T = TypeVar("T")
 
 
@@ -102,28 +104,48 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     directory = tmp_path_factory.mktemp("cloud")
     with fresh_platform(directory, label="cloud") as path:
         settings = yaml.safe_load(path.read_text())
-        settings["sync"] = {"sites": [SITE]}
+        settings["sync"] = {"sites": [SITE, SHIP]}
         path.write_text(yaml.safe_dump(settings))
         running = start_platform(path, directory, only="converter,storage,sync")
         yield running
         running.stop()
 
 
-@pytest.fixture(scope="module")
-def edge_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """nsqlookupd and nsqd of the edge's own (no Cassandra: one process holds both
-    keyspaces)."""
-    directory = tmp_path_factory.mktemp("edge-stack")
+@contextlib.contextmanager
+def site_stack(directory: Path, address: str) -> Iterator[None]:
+    """nsqlookupd and nsqd of a site's own, on ``address`` (no Cassandra: one process
+    holds every platform's keyspace)."""
     config = directory / "stack.yaml"
-    config.write_text(
-        yaml.safe_dump({"stack": {"state_dir": str(directory), "address": EDGE_ADDRESS}})
-    )
+    config.write_text(yaml.safe_dump({"stack": {"state_dir": str(directory), "address": address}}))
     try:
         run_m2m("stack", "start", "nsqlookupd", config=config)
         run_m2m("stack", "start", "nsqd", config=config)
-        yield config
+        yield
     finally:
         run_m2m("stack", "down", config=config)
+
+
+@contextlib.contextmanager
+def site_config(
+    directory: Path, site: str, address: str, cloud: Platform, upstream: str
+) -> Iterator[Path]:
+    """A site's platform: its keyspace, its nsqd on ``address``, its uplink to ``upstream``."""
+    with site_stack(directory / "stack", address), fresh_platform(directory, label=site) as path:
+        settings = yaml.safe_load(path.read_text())
+        settings["nsq"] |= {
+            "nsqd_tcp_addresses": [f"{address}:{NSQD_TCP_PORT}"],
+            "lookupd_http_addresses": [f"{address}:{LOOKUPD_HTTP_PORT}"],
+        }
+        settings["sync"] = {
+            "site": site,
+            "upstream": {
+                "nsqd_tcp_addresses": [upstream],
+                "topic_prefix": cloud.config.nsq.topic_prefix,
+            },
+            "status_interval": 0.5,
+        }
+        path.write_text(yaml.safe_dump(settings))
+        yield path
 
 
 @pytest.fixture(scope="module")
@@ -136,24 +158,19 @@ def uplink(cloud: Platform) -> Iterator[Uplink]:
 
 @pytest.fixture(scope="module")
 def edge_config(
-    edge_stack: Path, cloud: Platform, uplink: Uplink, tmp_path_factory: pytest.TempPathFactory
+    cloud: Platform, uplink: Uplink, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
+    """The depot: its uplink through the relay the tests cut."""
     directory = tmp_path_factory.mktemp("edge")
-    with fresh_platform(directory, label="edge") as path:
-        settings = yaml.safe_load(path.read_text())
-        settings["nsq"] |= {
-            "nsqd_tcp_addresses": [f"{EDGE_ADDRESS}:{NSQD_TCP_PORT}"],
-            "lookupd_http_addresses": [f"{EDGE_ADDRESS}:{LOOKUPD_HTTP_PORT}"],
-        }
-        settings["sync"] = {
-            "site": SITE,
-            "upstream": {
-                "nsqd_tcp_addresses": [f"127.0.0.1:{uplink.port}"],
-                "topic_prefix": cloud.config.nsq.topic_prefix,
-            },
-            "status_interval": 0.5,
-        }
-        path.write_text(yaml.safe_dump(settings))
+    with site_config(directory, SITE, EDGE_ADDRESS, cloud, f"127.0.0.1:{uplink.port}") as path:
+        yield path
+
+
+@pytest.fixture(scope="module")
+def ship_config(cloud: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A second site, its uplink straight to the cloud's nsqd."""
+    directory = tmp_path_factory.mktemp("ship")
+    with site_config(directory, SHIP, SHIP_ADDRESS, cloud, f"127.0.0.1:{NSQD_TCP_PORT}") as path:
         yield path
 
 
@@ -351,6 +368,41 @@ async def test_sync_check_finds_changes_made_behind_its_back_and_repairs_them(
                 )
     finally:
         edge.stop()
+
+
+async def test_a_device_moving_to_another_site_is_served_there_with_its_settings(
+    cloud: Platform, edge_config: Path, ship_config: Path
+) -> None:
+    depot, ship = start_edge(edge_config), start_edge(ship_config)
+    ident = f"edge:{uuid.uuid4().hex[:12]}"
+    try:
+        async with await identified_at(depot, ident) as client:
+            await eventually(lambda: site_of(cloud.config_file, ident), lambda s: s == SITE,
+                             "the device is the depot's")  # fmt: skip
+            set_setting(cloud.config_file, ident, "period", "30")
+            await settings_pushed(client, {"S S period 30"})
+            client.send_line("S A period 30")
+            set_setting(cloud.config_file, ident, "mode", "night")  # pending when it leaves
+            await settings_pushed(client, {"S S mode night"})
+        async with await identified_at(ship, ident) as client:  # new to the ship: S GA
+            await settings_pushed(client, {"S S mode night"})  # what the cloud knows of it
+            client.send_line("S A mode night")
+            await eventually(lambda: site_of(cloud.config_file, ident), lambda s: s == SHIP,
+                             "the device is the ship's")  # fmt: skip
+            expected = ({"mode": "night", "period": "30"}, {}, {"mode", "period"})
+            for platform in (ship_config, cloud.config_file):
+                await eventually(lambda p=platform: settings_of(p, ident),
+                                 lambda s: s == expected, f"settings at {platform}")  # fmt: skip
+        # The depot knows where it went, and checks no longer count it as its own.
+        await eventually(lambda: site_of(edge_config, ident), lambda s: s == SHIP, "told")
+
+        async def checked() -> tuple[int, dict[str, Any]]:
+            return sync_check(edge_config)
+
+        await eventually(checked, lambda c: c[0] == 0 and c[1]["in_sync"], "the depot in sync")
+    finally:
+        depot.stop()
+        ship.stop()
 
 
 def sync_check(config: Path, *options: str) -> tuple[int, dict[str, Any]]:
