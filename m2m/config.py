@@ -240,6 +240,8 @@ class SyncRules(_Section):
     """``listed-sensors``."""
     server_settings: Direction = "down"
     """``server-settings``, ``server-settings-public``."""
+    firmware: Direction = "down"
+    """``/firmware/``: the files devices fetch, and their names."""
 
 
 class SyncConfig(_Section):

@@ -276,6 +276,7 @@ class Services:
             self._consume(topics.SYNC_UP, SYNC_CHANNEL, by_call({
                 topics.REGISTRY_CHANGE: cloud.apply,
                 topics.CHECK_SUMMARY: answers.answer,
+                topics.CHECK_BUCKETS: answers.answer,
                 topics.CHECK_DEVICES: answers.answer,
             }))  # fmt: skip
             self._sync_tasks.append(

@@ -17,7 +17,8 @@ from m2m.errors import InvalidInput
 from m2m.registry.named import EntityNotFoundError
 from m2m.registry.node import RegistryNode
 
-BY_NAME = "/firmware/by-name/"
+FIRMWARE = "/firmware/"
+BY_NAME = f"{FIRMWARE}by-name/"
 
 
 class InvalidFirmwareNameError(InvalidInput):
@@ -29,7 +30,7 @@ _UNUSABLE_NAME = re.compile(r"[/\x00-\x1f\x7f]")
 
 
 def file_path(firmware_id: str) -> str:
-    return f"/firmware/{firmware_id}/file/"
+    return f"{FIRMWARE}{firmware_id}/file/"
 
 
 class Firmwares:
@@ -90,4 +91,4 @@ class Firmwares:
         await self._delete_files(firmware_id)
 
     async def _delete_files(self, firmware_id: str) -> None:
-        await RegistryNode(self.database, f"/firmware/{firmware_id}/").delete(hard=True)
+        await RegistryNode(self.database, f"{FIRMWARE}{firmware_id}/").delete(hard=True)

@@ -7,16 +7,23 @@ overwrites a newer one, and both sides end with the same cells whatever the orde
 
 A removal leaves no cell to read, so :class:`NodeCells` also carries what the journal
 says went (``removed`` values, ``erased``: the whole node), with the removal's timestamp.
+
+A complete file (firmware) goes a block per message, each with the node's cells: the
+receiving side marks the file complete (``getOk``) only once it holds every block, so no
+reader there sees a file half-way.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from m2m.blobstore.metadata import COMPLETE, FLAG_SET, IS_FILE, MAX_BLOCK_SIZE
 from m2m.bus.envelope import InvalidMessage
 from m2m.cassandra import Database
 from m2m.errors import InvalidInput
@@ -39,6 +46,18 @@ _ERASE = (
     "DELETE FROM registrynodedata USING TIMESTAMP ? WHERE path = ?",
 )
 _PATHS_PER_READ = 100
+_READ_BLOCKS = "SELECT block, data, writetime(data) AS at FROM registrynodedata WHERE path = ?"
+_BLOCK_NUMBERS = "SELECT block FROM registrynodedata WHERE path = ?"
+_WRITE_BLOCK = "INSERT INTO registrynodedata (path, block, data) VALUES (?, ?, ?) USING TIMESTAMP ?"
+_BLOCKS_PER_READ = 4
+
+
+@dataclass(frozen=True)
+class FileBlock:
+    index: int
+    data: bytes
+    at: int
+    """Its write time."""
 
 
 @dataclass
@@ -52,6 +71,15 @@ class NodeCells:
     """Values removed, and when: applied as removals with that timestamp."""
     erased: int | None = None
     """When the node's rows were deleted (a hard delete), if they were."""
+    blocks: int | None = None
+    """A complete file's number of blocks: the cells go with one of them (``block``)."""
+    block: FileBlock | None = None
+
+    @property
+    def is_complete_file(self) -> bool:
+        complete = self.values.get(COMPLETE)
+        flag = self.values.get(IS_FILE)
+        return bool(complete and flag and complete[0] == flag[0] == FLAG_SET)
 
     @property
     def empty(self) -> bool:
@@ -60,12 +88,10 @@ class NodeCells:
     def without(self, names: Iterable[str]) -> NodeCells:
         """These cells but the values named (values a platform keeps to itself)."""
         names = set(names)
-        return NodeCells(
-            self.path,
-            self.status,
-            {name: cell for name, cell in self.values.items() if name not in names},
-            {name: at for name, at in self.removed.items() if name not in names},
-            self.erased,
+        return replace(
+            self,
+            values={name: cell for name, cell in self.values.items() if name not in names},
+            removed={name: at for name, at in self.removed.items() if name not in names},
         )
 
     def digest(self) -> bytes:
@@ -91,6 +117,11 @@ class NodeCells:
             fields["removed"] = self.removed
         if self.erased is not None:
             fields["erased"] = self.erased
+        if self.blocks is not None:
+            fields["blocks"] = self.blocks
+        if self.block is not None:
+            data = base64.b64encode(self.block.data).decode()
+            fields["block"] = {"index": self.block.index, "data": data, "time": self.block.at}
         return fields
 
     @classmethod
@@ -110,10 +141,12 @@ class NodeCells:
                     for name, at in _mapping(fields.get("removed", {})).items()
                 },
                 erased=_stamp(fields["erased"]) if "erased" in fields else None,
+                blocks=_count(fields["blocks"]) if "blocks" in fields else None,
+                block=_block(fields["block"]) if "block" in fields else None,
             )
             check_values(path, {name: value for name, (value, _) in cells.values.items()})
             check_values(path, dict.fromkeys(cells.removed, ""))
-        except (InvalidInput, ValueError) as exc:
+        except (InvalidInput, ValueError, binascii.Error) as exc:
             raise InvalidMessage(f"not a registry node's cells: {exc}") from exc
         return cells
 
@@ -160,6 +193,9 @@ def cell_writes(cells: NodeCells) -> list[Write]:
     for name, (value, at) in cells.values.items():
         by_time[at][name] = value
     writes.extend((_ADD_VALUES, (at, values, cells.path)) for at, values in by_time.items())
+    if cells.block is not None:
+        block = cells.block
+        writes.append((_WRITE_BLOCK, (cells.path, block.index, block.data, block.at)))
     removed_by_time: defaultdict[int, set[str]] = defaultdict(set)
     for name, at in cells.removed.items():
         removed_by_time[at].add(name)
@@ -175,12 +211,34 @@ async def merge_cells(database: Database, cells: NodeCells) -> NodeCells | None:
     Returns what won here where it is not what was sent (a newer value, a newer removal),
     for the sender to merge in turn; None when everything sent took.
     """
-    writes = cell_writes(cells)
+    writing = cells if cells.blocks is None else cells.without([COMPLETE])
+    writes = cell_writes(writing)
     if not writes:
         return None
     await database.execute_all(writes)
+    complete = cells.values.get(COMPLETE) if cells.blocks is not None else None
+    if complete and await _block_count(database, cells.path) >= (cells.blocks or 0):
+        writing = cells  # every block is here: the file is complete
+        await database.execute_all(cell_writes(NodeCells(cells.path, values={COMPLETE: complete})))
     held = (await read_cells(database, [cells.path]))[cells.path]
-    return newer_than_sent(cells, held)
+    return newer_than_sent(writing, held)
+
+
+async def _block_count(database: Database, path: str) -> int:
+    count = 0
+    async for rows in database.pages(_BLOCK_NUMBERS, (path,), page_size=1000):
+        count += len(rows)
+    return count
+
+
+async def file_blocks(database: Database, cells: NodeCells) -> list[NodeCells]:
+    """A complete file's cells as they travel: a copy with each of its blocks."""
+    blocks: list[FileBlock] = []
+    async for rows in database.pages(_READ_BLOCKS, (cells.path,), page_size=_BLOCKS_PER_READ):
+        blocks.extend(FileBlock(row.block, row.data, row.at) for row in rows)
+    if not blocks:
+        return [replace(cells, blocks=0)]
+    return [replace(cells, blocks=len(blocks), block=block) for block in blocks]
 
 
 def newer_than_sent(sent: NodeCells, held: NodeCells) -> NodeCells | None:
@@ -224,6 +282,20 @@ def _stamp(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"a write time must be microseconds, not {value!r:.40}")
     return value
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise ValueError(f"a block count must be a number, not {value!r:.40}")
+    return value
+
+
+def _block(value: object) -> FileBlock:
+    fields = _mapping(value)
+    data = base64.b64decode(_text(fields.get("data"), "a block's data"), validate=True)
+    if len(data) > MAX_BLOCK_SIZE:
+        raise ValueError(f"a block of {len(data)} bytes, above {MAX_BLOCK_SIZE}")
+    return FileBlock(_count(fields.get("index")), data, _stamp(fields.get("time")))
 
 
 def _cell(value: object, kind: type) -> tuple[Any, int]:

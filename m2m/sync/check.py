@@ -2,10 +2,11 @@
 
 Each side hashes what it holds of the site's devices into a Merkle tree: a node's hash
 covers its cells and their write times, a device's its nodes', and a bucket's (the first
-two hex digits of the device ids: 256 buckets) its devices'. The site sends its 256
-bucket hashes up; the cloud answers with the device hashes of the buckets that differ;
-the site asks for the nodes of the devices that differ and compares them cell by cell.
-When nothing differs, a check costs each side one read of its registry and the bus a
+two hex digits of the device ids: 256 buckets) its devices'. The site asks the cloud for
+its bucket hashes and reads its own registry meanwhile; it then asks for the device
+hashes of the buckets that differ (the cloud kept them from its read), and for the nodes
+of the devices that differ, which it compares cell by cell. When nothing differs, a
+check costs each side one read of its registry, the two at the same time, and the bus a
 message each way.
 
 Repairing merges by the rule every change follows (last writer wins, cell by cell): the
@@ -15,7 +16,9 @@ behind the sync's back (raw CQL) is deleted on both sides if that was the latest
 and a value changed so wins likewise.
 
 The conversation runs on the cloud's nsqd: requests on ``sync-up``, answers on
-``sync-check-<site>`` (channel ``check``), each naming the check it belongs to.
+``sync-check-<site>`` (channel ``check``), each naming the request it answers. The cloud
+answers outside the consumer's handler, so a long read holds no message past nsqd's
+timeout.
 """
 
 from __future__ import annotations
@@ -43,8 +46,6 @@ from m2m.sync.rules import local_values, synced_node
 
 log = logging.getLogger(__name__)
 
-CHECK_TOPIC = "sync-check-"
-"""``sync-check-<site>``: the cloud's answers to a site's checks."""
 CHECK_CHANNEL = "check"
 ANSWER_TIMEOUT = 120.0
 """Seconds the cloud has to answer one request of a check."""
@@ -61,7 +62,7 @@ class CheckFailed(Unavailable):
 
 
 def check_topic(site: str) -> str:
-    return f"{CHECK_TOPIC}{site}"
+    return f"{topics.SYNC_CHECK}{site}"
 
 
 @dataclass
@@ -85,16 +86,21 @@ class SiteTree:
         }
 
     def bucket_digests(self) -> dict[str, str]:
-        by_bucket: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
-        for device_id, digest in self.device_digests().items():
-            by_bucket[device_id[:2]].append((device_id, digest))
-        digests = {}
-        for bucket, devices in by_bucket.items():
-            hashing = hashlib.blake2b(digest_size=16)
-            for device_id, digest in sorted(devices):
-                hashing.update(f"{device_id}={digest};".encode())
-            digests[bucket] = hashing.hexdigest()
-        return digests
+        return bucket_digests(self.device_digests())
+
+
+def bucket_digests(device_digests: dict[str, str]) -> dict[str, str]:
+    """The hash of each bucket of devices (the first two hex digits of their ids)."""
+    by_bucket: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+    for device_id, digest in device_digests.items():
+        by_bucket[device_id[:2]].append((device_id, digest))
+    digests = {}
+    for bucket, devices in by_bucket.items():
+        hashing = hashlib.blake2b(digest_size=16)
+        for device_id, digest in sorted(devices):
+            hashing.update(f"{device_id}={digest};".encode())
+        digests[bucket] = hashing.hexdigest()
+    return digests
 
 
 async def site_tree(database: Database, config: SyncConfig, site: str, at_cloud: bool) -> SiteTree:
@@ -161,7 +167,7 @@ class SiteChecker:
         """An answer of the cloud (``sync-check-<site>``). One of no check here is one
         of a check that gave up, or of another checker's at the same time (which then
         gives up): finished."""
-        answer = self._waiting.get(str(envelope.fields.get("check")))
+        answer = self._waiting.get(str(envelope.fields.get("request")))
         if answer is not None:
             answer.add(envelope)
 
@@ -182,24 +188,31 @@ class SiteChecker:
 
     async def _check(self, repair: bool) -> CheckReport:
         started = time.monotonic()
-        site = self._config.site
-        tree = await site_tree(self._database, self._config, site, at_cloud=False)
-        summary = await self._ask(topics.CHECK_SUMMARY, buckets=tree.bucket_digests())
-        cloud_digests: dict[str, str] = {}
-        for part in summary:
-            cloud_digests.update(part.fields["devices"])
-        differing_buckets = set(summary[0].fields["buckets"])
-        cloud_devices = int(summary[0].fields["total"])
-        ours = tree.device_digests(differing_buckets)
-        differing = sorted(
-            device_id
-            for device_id in set(ours) | set(cloud_digests)
-            if ours.get(device_id) != cloud_digests.get(device_id)
-        )
+        check_id = uuid.uuid4().hex
+        asked = asyncio.ensure_future(self._ask(check_id, topics.CHECK_SUMMARY))
+        try:  # the cloud reads its registry while this side reads its own
+            tree = await site_tree(self._database, self._config, self._config.site, at_cloud=False)
+            (summary,) = await asked
+        finally:
+            asked.cancel()
+        theirs, cloud_devices = summary.fields["buckets"], int(summary.fields["total"])
+        ours = tree.bucket_digests()
+        buckets = sorted(b for b in set(ours) | set(theirs) if ours.get(b) != theirs.get(b))
+        differing: list[str] = []
+        if buckets:
+            cloud_digests: dict[str, str] = {}
+            for part in await self._ask(check_id, topics.CHECK_BUCKETS, buckets=buckets):
+                cloud_digests.update(part.fields["devices"])
+            our_digests = tree.device_digests(buckets)
+            differing = sorted(
+                device_id
+                for device_id in set(our_digests) | set(cloud_digests)
+                if our_digests.get(device_id) != cloud_digests.get(device_id)
+            )
         differing_nodes: list[str] = []
         if differing:
             cloud_nodes: dict[str, NodeCells] = {}
-            for part in await self._ask(topics.CHECK_DEVICES, devices=differing):
+            for part in await self._ask(check_id, topics.CHECK_DEVICES, devices=differing):
                 for fields in part.fields["nodes"]:
                     cells = NodeCells.of_fields(fields)
                     cloud_nodes[cells.path] = cells
@@ -239,14 +252,14 @@ class SiteChecker:
                 up.append((node, answer))
         await self._link.send_up(up)
 
-    async def _ask(self, call: str, **fields: Any) -> list[Envelope]:
-        """Send a request up and wait for every part of its answer."""
-        check_id = uuid.uuid4().hex
-        answer = self._waiting[check_id] = _Answer()
+    async def _ask(self, check_id: str, call: str, **fields: Any) -> list[Envelope]:
+        """Send a request of the check up and wait for every part of its answer."""
+        request_id = uuid.uuid4().hex
+        answer = self._waiting[request_id] = _Answer()
         try:
             request = Envelope.make(
                 topics.SYNC_UP, call, f"sync;site={self._config.site}",
-                site=self._config.site, check=check_id, **fields,
+                site=self._config.site, check=check_id, request=request_id, **fields,
             )  # fmt: skip
             await self._link.send_message(request)
             try:
@@ -254,7 +267,7 @@ class SiteChecker:
             except TimeoutError:
                 raise CheckFailed(f"the cloud did not answer within {ANSWER_TIMEOUT:g} s") from None
         finally:
-            del self._waiting[check_id]
+            del self._waiting[request_id]
 
 
 async def keep_checking(checker: SiteChecker, upstream: Publisher, interval: float) -> None:
@@ -298,51 +311,72 @@ def _digest(cells: NodeCells | None) -> bytes:
 
 
 class CloudChecker:
-    """The cloud's side of checks: answers each site's requests."""
+    """The cloud's side of checks: answers each site's requests.
+
+    A check's device hashes are kept from its first request to its next, for
+    :data:`ANSWER_TIMEOUT` at most.
+    """
 
     def __init__(self, database: Database, config: SyncConfig, publisher: Publisher) -> None:
         self._database = database
         self._config = config
         self._publisher = publisher
+        self._digests: dict[str, tuple[float, dict[str, str]]] = {}
+        """Each recent check's device hashes, and when they were read."""
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def answer(self, envelope: Envelope) -> None:
+        """Take a request: it is answered in the background (a read of the registry may
+        outlast nsqd's message timeout); one that fails leaves the site to give up."""
         site = envelope.fields.get("site")
         if site not in self._config.sites:
             raise InvalidMessage(f"a check from {site!r:.60}, not a site of this platform")
+        task = asyncio.get_running_loop().create_task(self._answer(site, envelope))
+        self._answering.add(task)
+        task.add_done_callback(self._answered)
+
+    def _answered(self, task: asyncio.Task[None]) -> None:
+        self._answering.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a check's request not answered", exc_info=task.exception())
+
+    async def _answer(self, site: str, envelope: Envelope) -> None:
+        check_id = str(envelope.fields.get("check"))
         parts: list[dict[str, Any]]
         if envelope.call == topics.CHECK_SUMMARY:
-            theirs = envelope.fields.get("buckets")
-            if not isinstance(theirs, dict):
-                raise InvalidMessage("a check summary without bucket hashes")
-            tree = await site_tree(self._database, self._config, site, at_cloud=True)
-            ours = tree.bucket_digests()
-            buckets = sorted(b for b in set(ours) | set(theirs) if ours.get(b) != theirs.get(b))
-            digests = list(tree.device_digests(buckets).items())
-            parts = [
-                {"devices": dict(digests[i : i + DEVICES_PER_MESSAGE])}
-                for i in range(0, max(len(digests), 1), DEVICES_PER_MESSAGE)
-            ]
-            parts[0].update(buckets=buckets, total=len(tree.devices))
+            digests = await self._device_digests(site, check_id)
+            parts = [{"buckets": bucket_digests(digests), "total": len(digests)}]
+        elif envelope.call == topics.CHECK_BUCKETS:
+            buckets = set(_strings(envelope.fields.get("buckets")))
+            digests = await self._device_digests(site, check_id)
+            wanted = [(device, digest) for device, digest in digests.items()
+                      if device[:2] in buckets]  # fmt: skip
+            parts = [{"devices": dict(wanted[i : i + DEVICES_PER_MESSAGE])}
+                     for i in range(0, max(len(wanted), 1), DEVICES_PER_MESSAGE)]  # fmt: skip
         else:
-            wanted = envelope.fields.get("devices")
-            if not isinstance(wanted, list):
-                raise InvalidMessage("a check of devices without their ids")
             nodes = [
                 cells.to_fields()
-                for device_id in wanted
-                for cells in (await self._device_nodes(str(device_id), site)).values()
+                for device_id in _strings(envelope.fields.get("devices"))
+                for cells in (await self._device_nodes(device_id, site)).values()
             ]
-            parts = [
-                {"nodes": nodes[i : i + NODES_PER_MESSAGE]}
-                for i in range(0, max(len(nodes), 1), NODES_PER_MESSAGE)
-            ]
+            parts = [{"nodes": nodes[i : i + NODES_PER_MESSAGE]}
+                     for i in range(0, max(len(nodes), 1), NODES_PER_MESSAGE)]  # fmt: skip
         await asyncio.gather(*(
             self._publisher.deliver(Envelope.make(
                 check_topic(site), envelope.call, "sync;cloud",
-                check=envelope.fields.get("check"), part=index, parts=len(parts), **part,
+                request=envelope.fields.get("request"), part=index, parts=len(parts), **part,
             ))
             for index, part in enumerate(parts)
         ))  # fmt: skip
+
+    async def _device_digests(self, site: str, check_id: str) -> dict[str, str]:
+        now = time.monotonic()
+        self._digests = {k: v for k, v in self._digests.items() if v[0] > now - ANSWER_TIMEOUT}
+        kept = self._digests.get(check_id)
+        if kept is None:
+            tree = await site_tree(self._database, self._config, site, at_cloud=True)
+            kept = self._digests[check_id] = (now, tree.device_digests())
+        return kept[1]
 
     async def _device_nodes(self, device_id: str, site: str) -> dict[str, NodeCells]:
         """The device's synced nodes here, as a check compares them (none if another's)."""
@@ -359,3 +393,9 @@ class CloudChecker:
         device_node = tree.devices[device_id].get(f"/device/{device_id}/")
         where = device_node.values.get("site", ("", 0))[0] if device_node else ""
         return tree.devices[device_id] if where == site else {}
+
+
+def _strings(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidMessage("a check request's list is not a list of strings")
+    return value

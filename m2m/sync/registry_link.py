@@ -34,7 +34,7 @@ from m2m.registry.device import DEVICES, Devices, device_id_for
 from m2m.registry.domain import DEFAULT_DOMAIN, Domains
 from m2m.registry.journal import JournalEntry, JournalReader
 from m2m.registry.node import RegistryNode
-from m2m.sync.cells import NodeCells, merge_cells, read_cells
+from m2m.sync.cells import NodeCells, file_blocks, merge_cells, read_cells
 from m2m.sync.rules import SyncedNode, local_values, synced_node
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ async def changes_of(database: Database, entries: Iterable[JournalEntry]) -> lis
         if entry.erased:
             cells.erased = max(cells.erased or 0, entry.stamp)
     present = await read_cells(database, removals)
-    changes = []
+    changes: list[Change] = []
     for path, removal in removals.items():
         cells = present[path]
         cells.removed = {
@@ -91,7 +91,10 @@ async def changes_of(database: Database, entries: Iterable[JournalEntry]) -> lis
         cells.erased = removal.erased
         node = synced_node(path)
         assert node is not None
-        changes.append((node, cells.without(local_values(path))))
+        if cells.is_complete_file:
+            changes.extend((node, block) for block in await file_blocks(database, cells))
+        else:
+            changes.append((node, cells.without(local_values(path))))
     return changes
 
 

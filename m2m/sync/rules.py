@@ -1,10 +1,11 @@
 """What sync carries: the registry nodes of a site's devices, by kind, each kind one way.
 
 A node is synced when it is a device's (``/device/<id>/`` and below, and its
-``/device/by-ident/<ident>/`` entry) or ``/device/default/`` (the routes every device
-follows). Its kind (:class:`~m2m.config.SyncRules`' fields) says which way its values go:
-up (site to cloud), down, both, or none. Which nodes exist goes both ways for every kind
-but ``none``, so the two sides hold the same subtree. Everything else (domains, users,
+``/device/by-ident/<ident>/`` entry), ``/device/default/`` (the routes every device
+follows) or under ``/firmware/`` (the files devices fetch). Its kind
+(:class:`~m2m.config.SyncRules`' fields) says which way its values go: up (site to
+cloud), down, both, or none. Which nodes exist goes both ways for every kind but
+``none``, so the two sides hold the same subtree. Everything else (domains, users,
 hidden nodes) is each platform's own.
 """
 
@@ -16,6 +17,7 @@ from typing import Literal
 
 from m2m.config import SyncRules
 from m2m.registry.device import BY_IDENT, DEFAULT_DEVICE, DEVICES, device_id_for
+from m2m.registry.firmware import FIRMWARE
 from m2m.sync.cells import NodeCells
 
 Way = Literal["up", "down"]
@@ -41,7 +43,8 @@ class SyncedNode:
     kind: str
     """A field of :class:`~m2m.config.SyncRules`."""
     device_id: str | None
-    """The device the node belongs to; None for ``/device/default/``."""
+    """The device the node belongs to; None for what every site gets (``/device/default/``,
+    firmware)."""
 
     def carried(self, cells: NodeCells, rules: SyncRules, way: Way) -> NodeCells | None:
         """What of ``cells`` goes ``way``: all of them if the kind goes that way, else the
@@ -62,6 +65,8 @@ def synced_node(path: str) -> SyncedNode | None:
         return SyncedNode("device", device_id_for(ident)) if ident and "/" not in ident else None
     if path.startswith(DEFAULT_DEVICE):
         return SyncedNode("routes", None)
+    if path.startswith(FIRMWARE):
+        return SyncedNode("firmware", None)
     if not path.startswith(DEVICES):
         return None
     parts = path[len(DEVICES) : -1].split("/")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import struct
 import threading
@@ -23,11 +24,14 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from m2m.blobstore.errors import BlobError
+from m2m.blobstore.metadata import DEFAULT_BLOCK_SIZE
 from m2m.cassandra import Database, connect_session, qualified
 from m2m.config import load_config
 from m2m.receivers.alip.client import ALIPClient
 from m2m.receivers.m2mp.client import M2MPClient
 from m2m.registry.device import Device, device_id_for
+from m2m.registry.firmware import Firmwares
 from m2m.stack.nsq import LOOKUPD_HTTP_PORT, NSQD_TCP_PORT
 from m2m.timeseries import Record, TimeSeries
 from tests.conftest import (
@@ -115,6 +119,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 def site_stack(directory: Path, address: str) -> Iterator[None]:
     """nsqlookupd and nsqd of a site's own, on ``address`` (no Cassandra: one process
     holds every platform's keyspace)."""
+    directory.mkdir()
     config = directory / "stack.yaml"
     config.write_text(yaml.safe_dump({"stack": {"state_dir": str(directory), "address": address}}))
     try:
@@ -181,14 +186,11 @@ def start_edge(edge_config: Path) -> Platform:
 
 
 async def records(config: Path, ident: str) -> list[Record]:
-    cassandra = load_config(config).cassandra
-    cluster, session = connect_session(cassandra)
-    try:
-        database = Database(cluster, session, cassandra.keyspace, 64)
+    async def read(database: Database) -> list[Record]:
         found = TimeSeries(database).records(f"dev-{device_id_for(ident)}", "sen:loc")
         return [record async for record in found]
-    finally:
-        cluster.shutdown()
+
+    return await keyspace(config, read)
 
 
 def sync_status(config: Path) -> tuple[int, dict[str, Any]]:
@@ -258,15 +260,19 @@ async def test_records_stored_offline_reach_the_cloud_once_when_the_uplink_retur
         edge.stop()
 
 
-async def registry(config: Path, work: Callable[[Device], Awaitable[T]], ident: str) -> T:
-    """``work`` on the device's registry entry at the platform of ``config``."""
+async def keyspace(config: Path, work: Callable[[Database], Awaitable[T]]) -> T:
+    """``work`` on the keyspace of the platform of ``config``."""
     cassandra = load_config(config).cassandra
     cluster, session = connect_session(cassandra)
     try:
-        database = Database(cluster, session, cassandra.keyspace, 64)
-        return await work(Device(database, device_id_for(ident)))
+        return await work(Database(cluster, session, cassandra.keyspace, 64))
     finally:
         cluster.shutdown()
+
+
+async def registry(config: Path, work: Callable[[Device], Awaitable[T]], ident: str) -> T:
+    """``work`` on the device's registry entry at the platform of ``config``."""
+    return await keyspace(config, lambda database: work(Device(database, device_id_for(ident))))
 
 
 async def settings_of(config: Path, ident: str) -> tuple[dict[str, str], dict[str, str], set[str]]:
@@ -400,6 +406,43 @@ async def test_a_device_moving_to_another_site_is_served_there_with_its_settings
             return sync_check(edge_config)
 
         await eventually(checked, lambda c: c[0] == 0 and c[1]["in_sync"], "the depot in sync")
+    finally:
+        depot.stop()
+        ship.stop()
+
+
+async def firmware_content(config: Path, name: str) -> bytes | None:
+    """The named firmware as a device at that platform would get it (None: not there)."""
+
+    async def read(database: Database) -> bytes | None:
+        try:
+            blob = await Firmwares(database).open(name)
+        except BlobError:
+            return None  # not complete there yet
+        if blob is None:
+            return None
+        async with blob:
+            return await blob.read()
+
+    return await keyspace(config, read)
+
+
+async def test_firmware_added_in_the_cloud_reaches_every_site_whole_and_goes_when_removed(
+    cloud: Platform, edge_config: Path, ship_config: Path, tmp_path: Path
+) -> None:
+    depot, ship = start_edge(edge_config), start_edge(ship_config)
+    content = os.urandom(3 * DEFAULT_BLOCK_SIZE - 1000)  # three blocks, the last not full
+    (tmp_path / "tracker.bin").write_bytes(content)
+    name = f"tracker-{uuid.uuid4().hex[:6]}"
+    try:
+        run_m2m("firmware", "add", name, str(tmp_path / "tracker.bin"), config=cloud.config_file)
+        for site in (edge_config, ship_config):
+            await eventually(lambda s=site: firmware_content(s, name), lambda c: c == content,
+                             f"the firmware at {site}")  # fmt: skip
+        run_m2m("firmware", "rm", name, config=cloud.config_file)
+        for site in (edge_config, ship_config):
+            await eventually(lambda s=site: firmware_content(s, name), lambda c: c is None,
+                             f"the firmware gone at {site}")  # fmt: skip
     finally:
         depot.stop()
         ship.stop()

@@ -13,11 +13,12 @@ from m2m.bus.envelope import InvalidMessage
 from m2m.config import SyncRules
 from m2m.registry.device import device_id_for
 from m2m.registry.journal import JournalReader, journal_write
-from m2m.sync.cells import NodeCells, cell_writes, newer_than_sent
+from m2m.sync.cells import FileBlock, NodeCells, cell_writes, newer_than_sent
 from m2m.sync.rules import SyncedNode, local_values, synced_node
 
 DEVICE = str(uuid.UUID(int=7))
 SETTINGS = f"/device/{DEVICE}/settings/"
+FILE = "/firmware/f1/file/"
 
 
 def test_cells_travel_as_message_fields_and_come_back_the_same() -> None:
@@ -26,6 +27,8 @@ def test_cells_travel_as_message_fields_and_come_back_the_same() -> None:
     assert NodeCells.of_fields(fields) == cells
     erased = NodeCells(SETTINGS, erased=12)
     assert NodeCells.of_fields(erased.to_fields()) == erased
+    block = NodeCells(FILE, (100, 5), blocks=3, block=FileBlock(2, b"\0\xff firmware", 8))
+    assert NodeCells.of_fields(json.loads(json.dumps(block.to_fields()))) == block
 
 
 @pytest.mark.parametrize(
@@ -42,6 +45,10 @@ def test_cells_travel_as_message_fields_and_come_back_the_same() -> None:
         {"path": SETTINGS, "values": {"a": ["\ud800", 1]}},
         {"path": SETTINGS, "removed": {"\udfff": 1}},
         {"path": SETTINGS, "erased": 1.5},
+        {"path": SETTINGS, "blocks": -1},
+        {"path": SETTINGS, "block": {"index": 0, "data": "not base64!", "time": 1}},
+        {"path": SETTINGS, "block": {"index": 0, "data": "AA==", "time": "1"}},
+        {"path": SETTINGS, "block": "AA=="},
     ],
 )
 def test_what_is_not_cells_is_refused_as_an_invalid_message(fields: dict[str, object]) -> None:
@@ -110,6 +117,8 @@ def test_a_devices_nodes_are_synced_by_kind() -> None:
     assert synced_node(f"/device/{DEVICE}/listed-sensors/t/") == SyncedNode("sensors", DEVICE)
     assert synced_node(f"/device/by-ident/{ident}/") == SyncedNode("device", device_id_for(ident))
     assert synced_node("/device/default/channel-translation/") == SyncedNode("routes", None)
+    assert synced_node(FILE) == SyncedNode("firmware", None)
+    assert synced_node("/firmware/by-name/") == SyncedNode("firmware", None)
     for unsynced in ("/", "/device/", "/device/by-ident/", "/domain/x/", "/.sync/uplink/",
                      f"/device/{DEVICE}/unknown/", "/device/not-a-uuid/settings/"):  # fmt: skip
         assert synced_node(unsynced) is None
@@ -125,6 +134,13 @@ def test_a_kind_going_the_other_way_carries_only_whether_the_node_exists() -> No
     assert status.carried(cells, rules, "down") == NodeCells(cells.path, (100, 5))
     assert status.carried(cells, SyncRules(status="none"), "up") is None
     assert status.carried(NodeCells(cells.path, values=cells.values), rules, "down") is None
+
+
+def test_a_complete_file_is_one_whose_flags_say_so() -> None:
+    flags = {".is_file": ("1", 1), "getOk": ("1", 2)}
+    assert NodeCells(FILE, values=flags).is_complete_file
+    assert not NodeCells(FILE, values={".is_file": ("1", 1)}).is_complete_file
+    assert not NodeCells(FILE, values={**flags, "getOk": ("0", 3)}).is_complete_file
 
 
 def test_a_journal_entry_names_its_minute_and_keeps_the_removal_time() -> None:
