@@ -41,7 +41,7 @@ from m2m.receivers.server import DeviceProtocol, DeviceServerFactory, ReceiverSe
 from m2m.receivers.session import ReceiverContext
 from m2m.registry.device import Devices
 from m2m.registry.firmware import Firmwares
-from m2m.sync.check import CloudChecker, SiteChecker, keep_checking
+from m2m.sync.check import SERVICE_CHECKS, CloudChecker, SiteChecker, keep_checking
 from m2m.sync.forwarder import Pace, RecordForwarder
 from m2m.sync.registry_link import CloudLink, JournalShipper, SiteLink, by_call, down_topic
 from m2m.sync.status import SYNC_CHANNEL, report_status
@@ -262,7 +262,7 @@ class Services:
             forwarder = RecordForwarder(self._upstream, Pace(sync.catch_up_rate))
             self._consume(topics.STORAGE, SYNC_CHANNEL, forwarder.handle)
             site = SiteLink(self._database, sync, self._upstream, self._publisher)
-            checker = SiteChecker(self._database, sync, site)
+            checker = SiteChecker(self._database, sync, site, SERVICE_CHECKS)
             self._consume(down_topic(sync.site), SYNC_CHANNEL, by_call({
                 topics.REGISTRY_CHANGE: site.apply}), sync.upstream)  # fmt: skip
             self._sync_tasks += [

@@ -13,7 +13,7 @@ from m2m.cassandra import Database, run_with_database
 from m2m.cli.app import PROBLEMS_FOUND, App, pass_app
 from m2m.cli.output import json_option, print_rows
 from m2m.cli.push import mute_bus_libraries
-from m2m.sync.check import CheckFailed, CheckReport, SiteChecker
+from m2m.sync.check import CLI_CHECKS, CheckFailed, CheckReport, SiteChecker
 from m2m.sync.registry_link import SiteLink
 from m2m.sync.status import uplink_report
 
@@ -92,7 +92,8 @@ async def _check(app: App, database: Database, repair: bool) -> CheckReport:
                 raise click.ClickException(f"cannot reach the cloud's nsqd at {cloud}")
             await asyncio.sleep(0.1)
             waited += 0.1
-        checker = SiteChecker(database, sync, SiteLink(database, sync, upstream, local))
+        link = SiteLink(database, sync, upstream, local)
+        checker = SiteChecker(database, sync, link, CLI_CHECKS)
         try:
             return await checker.check(repair)
         except CheckFailed as exc:

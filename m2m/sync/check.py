@@ -46,7 +46,10 @@ from m2m.sync.rules import local_values, synced_node
 
 log = logging.getLogger(__name__)
 
-CHECK_CHANNEL = "check"
+SERVICE_CHECKS = "check-service"
+CLI_CHECKS = "check-cli"
+"""The channels of ``sync-check-<site>`` the sync service's checks and ``m2m sync check``
+read their answers on: every answer reaches both, each takes its own."""
 ANSWER_TIMEOUT = 120.0
 """Seconds the cloud has to answer one request of a check."""
 DEVICES_PER_MESSAGE = 5000
@@ -157,16 +160,19 @@ class CheckReport:
 class SiteChecker:
     """The site's side of a check: asks the cloud, compares, repairs."""
 
-    def __init__(self, database: Database, config: SyncConfig, link: SiteLink) -> None:
+    def __init__(
+        self, database: Database, config: SyncConfig, link: SiteLink, channel: str
+    ) -> None:
         self._database = database
         self._config = config
         self._link = link
+        self._channel = channel
+        """:data:`SERVICE_CHECKS` or :data:`CLI_CHECKS`."""
         self._waiting: dict[str, _Answer] = {}
 
     async def _answered(self, envelope: Envelope) -> None:
-        """An answer of the cloud (``sync-check-<site>``). One of no check here is one
-        of a check that gave up, or of another checker's at the same time (which then
-        gives up): finished."""
+        """An answer of the cloud (``sync-check-<site>``). One to no request here is the
+        other checker's, or one to a check that gave up: finished."""
         answer = self._waiting.get(str(envelope.fields.get("request")))
         if answer is not None:
             answer.add(envelope)
@@ -178,7 +184,7 @@ class SiteChecker:
         """
         upstream = self._config.upstream
         assert upstream is not None
-        answers = Consumer(check_topic(self._config.site), CHECK_CHANNEL, self._answered,
+        answers = Consumer(check_topic(self._config.site), self._channel, self._answered,
                            upstream, self._link.local)  # fmt: skip
         answers.start()
         try:

@@ -179,6 +179,10 @@ def ship_config(cloud: Platform, tmp_path_factory: pytest.TempPathFactory) -> It
         yield path
 
 
+def new_ident() -> str:
+    return f"edge:{uuid.uuid4().hex[:12]}"
+
+
 def start_edge(edge_config: Path) -> Platform:
     directory = edge_config.parent / f"serve-{uuid.uuid4().hex[:6]}"
     directory.mkdir()
@@ -218,7 +222,7 @@ async def test_records_stored_offline_reach_the_cloud_once_when_the_uplink_retur
     cloud: Platform, uplink: Uplink, edge_config: Path
 ) -> None:
     edge = start_edge(edge_config)
-    ident = f"edge:{uuid.uuid4().hex[:12]}"
+    ident = new_ident()
     try:
         uplink.cut()
         await send_locations(edge, ident, RECORDS)
@@ -311,7 +315,7 @@ async def test_settings_cross_while_offline_and_the_later_change_wins_on_both_si
     cloud: Platform, uplink: Uplink, edge_config: Path
 ) -> None:
     edge = start_edge(edge_config)
-    ident = f"edge:{uuid.uuid4().hex[:12]}"
+    ident = new_ident()
     try:
         async with await identified_at(edge, ident) as client:
             await eventually(lambda: site_of(cloud.config_file, ident), lambda s: s == SITE,
@@ -343,16 +347,12 @@ async def test_sync_check_finds_changes_made_behind_its_back_and_repairs_them(
     cloud: Platform, edge_config: Path
 ) -> None:
     edge = start_edge(edge_config)
-    ident = f"edge:{uuid.uuid4().hex[:12]}"
+    ident = new_ident()
     device_id = device_id_for(ident)
     try:
         async with await identified_at(edge, ident):
             set_setting(edge_config, ident, "period", "60")
-
-            async def checked() -> tuple[int, dict[str, Any]]:
-                return sync_check(edge_config)
-
-            await eventually(checked, lambda c: c[0] == 0 and c[1]["in_sync"], "in sync first")
+            await checked_in_sync(edge_config, "in sync first")
             settings = f"/device/{device_id}/settings/"
             answers = f"/device/{device_id}/commands-response/"
             raw_cql(
@@ -365,7 +365,7 @@ async def test_sync_check_finds_changes_made_behind_its_back_and_repairs_them(
             assert found["differing_nodes"] == sorted([settings, answers])
             code, repaired = sync_check(edge_config, "--repair")
             assert code == 0 and repaired["repaired"]
-            await eventually(checked, lambda c: c[0] == 0 and c[1]["in_sync"], "in sync again")
+            await checked_in_sync(edge_config, "in sync again")
             for platform in (edge_config, cloud.config_file):
                 values, _, _ = await settings_of(platform, ident)
                 assert values["period"] == "99"  # the later change, made in the cloud
@@ -380,7 +380,7 @@ async def test_a_device_moving_to_another_site_is_served_there_with_its_settings
     cloud: Platform, edge_config: Path, ship_config: Path
 ) -> None:
     depot, ship = start_edge(edge_config), start_edge(ship_config)
-    ident = f"edge:{uuid.uuid4().hex[:12]}"
+    ident = new_ident()
     try:
         async with await identified_at(depot, ident) as client:
             await eventually(lambda: site_of(cloud.config_file, ident), lambda s: s == SITE,
@@ -401,11 +401,7 @@ async def test_a_device_moving_to_another_site_is_served_there_with_its_settings
                                  lambda s: s == expected, f"settings at {platform}")  # fmt: skip
         # The depot knows where it went, and checks no longer count it as its own.
         await eventually(lambda: site_of(edge_config, ident), lambda s: s == SHIP, "told")
-
-        async def checked() -> tuple[int, dict[str, Any]]:
-            return sync_check(edge_config)
-
-        await eventually(checked, lambda c: c[0] == 0 and c[1]["in_sync"], "the depot in sync")
+        await checked_in_sync(edge_config, "the depot in sync")
     finally:
         depot.stop()
         ship.stop()
@@ -452,6 +448,15 @@ def sync_check(config: Path, *options: str) -> tuple[int, dict[str, Any]]:
     result = run_m2m("sync", "check", "--json", *options, config=config, check=False)
     assert result.returncode in (0, 3), result.stderr.decode()
     return result.returncode, json.loads(result.stdout)
+
+
+async def checked_in_sync(config: Path, what: str) -> None:
+    """Run ``m2m sync check`` until it finds the site in sync (changes may be in flight)."""
+
+    async def checked() -> tuple[int, dict[str, Any]]:
+        return sync_check(config)
+
+    await eventually(checked, lambda c: c[0] == 0 and c[1]["in_sync"], what)
 
 
 def raw_cql(config: Path, cql: str) -> None:

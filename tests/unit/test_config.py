@@ -99,6 +99,8 @@ def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
         ("cassandra: {contact_points: 5}\n", "key 'cassandra.contact_points'"),
         ("receivers: {m2mp: {listen: [1]}}\n", "key 'receivers.m2mp.listen'"),
         ("receivers: {enrollment: sometimes}\n", "key 'receivers.enrollment'"),
+        ("sync: {sites: [a/b]}\n", "key 'sync.sites.0'"),
+        ("sync: {rules: {status: sideways}}\n", "key 'sync.rules.status'"),
         ("- just\n- a list\n", "must be a mapping"),
         ("cassandra: {port: [\n", "not valid YAML"),
     ],
@@ -110,6 +112,14 @@ def test_errors_name_the_key_and_the_file(tmp_path: Path, text: str, expected: s
         load_config(path)
     assert str(path) in str(raised.value)
     assert expected in str(raised.value)
+
+
+def test_a_platform_with_sync_journals_its_registry_changes(tmp_path: Path) -> None:
+    assert not Config().cassandra.registry_journal
+    for text in ("sync: {sites: [depot]}\n", "sync: {upstream: {}}\n"):
+        path = tmp_path / "sync.yaml"
+        path.write_text(text)
+        assert load_config(path).cassandra.registry_journal
 
 
 def test_a_missing_file_is_an_error_not_the_defaults(tmp_path: Path) -> None:
