@@ -74,9 +74,11 @@ class JournalReader:
     def __init__(self, database: Database, since: float) -> None:
         self._database = database
         self._since = since
-        """Unix seconds: entries before it were read (or predate the reader)."""
+        """Unix seconds: entries before it were handled (or predate the reader)."""
         self._seen: dict[uuid.UUID, float] = {}
         """The entries read within the lookback, and when each was written."""
+        self._read_up_to: float | None = None
+        """When the last read started, if it read everything written before then."""
 
     @property
     def since(self) -> float:
@@ -106,17 +108,17 @@ class JournalReader:
                     break
             if len(entries) >= limit:
                 break
+        self._read_up_to = None if len(entries) >= limit else now
         for entry in entries:
             self._seen[entry.time] = entry.stamp / 1_000_000
         return sorted(entries, key=lambda entry: entry.time.time)
 
-    def since_after(self, entries: list[JournalEntry]) -> float:
-        """Where the reader stands once ``entries`` are done."""
-        return max([self._since, *(entry.stamp / 1_000_000 for entry in entries)])
-
     def done(self, entries: list[JournalEntry]) -> None:
-        """Those entries were handled: the reader moves past them."""
-        self._since = self.since_after(entries)
+        """Those entries (the last read's) were handled: the reader moves past them, and
+        past the time that read started if it read everything (an idle journal is not
+        read from further back each time)."""
+        stamps = (entry.stamp / 1_000_000 for entry in entries)
+        self._since = max([self._since, self._read_up_to or 0.0, *stamps])
         self._seen = {key: at for key, at in self._seen.items() if at >= self._since - LOOKBACK}
 
     def retry(self, entries: list[JournalEntry]) -> None:

@@ -44,6 +44,8 @@ CURSOR_NODE = "/.sync/journal/"
 POLL_INTERVAL = 0.5
 """Seconds between two reads of the journal."""
 RETRY_INTERVAL = 1.0
+CURSOR_SAVE_INTERVAL = 60.0
+"""Seconds of journal read without a change to send before the position is saved."""
 SEND_TIMEOUT = 10.0
 Change = tuple[SyncedNode, NodeCells]
 Send = Callable[[list[Change]], Awaitable[None]]
@@ -114,7 +116,7 @@ class JournalShipper:
     async def run(self) -> None:
         since = await self._cursor.value("since")
         reader = JournalReader(self._database, float(since) if since else time.time())
-        failing = False
+        saved, failing = reader.since, False
         while True:
             entries: list[JournalEntry] = []
             try:
@@ -122,7 +124,10 @@ class JournalShipper:
                 changes = await changes_of(self._database, entries)
                 if changes:
                     await self._send(changes)
-                    await self._cursor.set_values({"since": repr(reader.since_after(entries))})
+                reader.done(entries)
+                if changes or reader.since - saved > CURSOR_SAVE_INTERVAL:
+                    await self._cursor.set_values({"since": repr(reader.since)})
+                    saved = reader.since
             except Exception as exc:  # the journal keeps them: try again
                 if not failing:
                     log.warning("registry changes not sent yet (%s); trying again", exc,
@@ -134,7 +139,6 @@ class JournalShipper:
             if failing:
                 log.info("registry changes sent again")
                 failing = False
-            reader.done(entries)
             await asyncio.sleep(POLL_INTERVAL)
 
 
@@ -220,20 +224,22 @@ class CloudLink:
         return dict(zip(ids, values, strict=True))
 
     async def apply(self, envelope: Envelope) -> None:
-        """A change from a site, if its kind goes up; its device now belongs to the site."""
+        """A change from a site, if its kind goes up; its device, if it is a device's, now
+        belongs to the site."""
         site = envelope.fields.get("site")
         if site not in self.config.sites:
             raise InvalidMessage(f"a change from {site!r:.60}, not a site of this platform")
         cells = NodeCells.of_fields(envelope.fields)
         node = synced_or_refused(cells.path)
         carried = node.carried(cells.without(local_values(cells.path)), self.config.rules, "up")
-        if carried is None or node.device_id is None:
+        if carried is None:
             return
         answer = await merge_cells(self.database, carried)
         down = None if answer is None else node.carried(answer, self.config.rules, "down")
         if down is not None:
             await self._send(site, down)
-        await self.join(node.device_id, site)
+        if node.device_id is not None:
+            await self.join(node.device_id, site)
 
     async def join(self, device_id: str, site: str) -> None:
         """Make the device the site's, if it is not: the site gets all of it."""
