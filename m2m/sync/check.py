@@ -16,7 +16,7 @@ behind the sync's back (raw CQL) is deleted on both sides if that was the latest
 and a value changed so wins likewise.
 
 The conversation runs on the cloud's nsqd: requests on ``sync-up``, answers on
-``sync-check-<site>`` (channel ``check``), each naming the request it answers. The cloud
+``sync-check-<site>``, each naming the request it answers. The cloud
 answers outside the consumer's handler, so a long read holds no message past nsqd's
 timeout.
 """
@@ -107,28 +107,36 @@ def bucket_digests(device_digests: dict[str, str]) -> dict[str, str]:
 
 
 async def site_tree(database: Database, config: SyncConfig, site: str, at_cloud: bool) -> SiteTree:
-    """The synced nodes of the site's devices this platform holds, read in one scan.
-
-    At the cloud a site's devices are those whose ``site`` is the site; at the site,
-    those not known to be another's.
-    """
-    rules = config.rules
+    """The synced nodes of the site's devices this platform holds, read in one scan."""
     devices: defaultdict[str, dict[str, NodeCells]] = defaultdict(dict)
     async for rows in database.pages(_SCAN, page_size=_SCAN_PAGE):
         for row in rows:
             node = synced_node(row.path)
-            if node is None or node.device_id is None or getattr(rules, node.kind) == "none":
-                continue
-            cells = cells_of_row(row).without(local_values(row.path))
-            if not cells.empty:
-                devices[node.device_id][row.path] = cells
-    tree = SiteTree()
-    for device_id, nodes in devices.items():
-        device_node = nodes.get(f"/device/{device_id}/")
-        where = device_node.values.get("site", ("", 0))[0] if device_node else ""
-        if where == site or (not at_cloud and where == ""):
-            tree.devices[device_id] = nodes
-    return tree
+            if node is not None and node.device_id is not None:
+                cells = _compared(cells_of_row(row), config)
+                if cells is not None:
+                    devices[node.device_id][row.path] = cells
+    return SiteTree({
+        device_id: nodes for device_id, nodes in devices.items()
+        if _belongs(device_id, nodes, site, at_cloud)
+    })  # fmt: skip
+
+
+def _compared(cells: NodeCells, config: SyncConfig) -> NodeCells | None:
+    """What a check compares of a synced node: its cells but the local values, if any."""
+    node = synced_node(cells.path)
+    if node is None or getattr(config.rules, node.kind) == "none":
+        return None
+    kept = cells.without(local_values(cells.path))
+    return None if kept.empty else kept
+
+
+def _belongs(device_id: str, nodes: dict[str, NodeCells], site: str, at_cloud: bool) -> bool:
+    """Whether the device is the site's: at the cloud, if its ``site`` is the site; at
+    the site, unless it is known to be another's."""
+    device_node = nodes.get(f"/device/{device_id}/")
+    where = device_node.values.get("site", ("", 0))[0] if device_node else ""
+    return where == site or (not at_cloud and where == "")
 
 
 @dataclass
@@ -389,16 +397,9 @@ class CloudChecker:
         if synced_node(f"/device/{device_id}/") is None:
             raise InvalidMessage(f"{device_id!r:.60} is no device id")
         read = await read_cells(self._database, await device_paths(self._database, device_id))
-        tree = SiteTree({device_id: {}})
-        for path, cells in read.items():
-            node = synced_node(path)
-            if node is not None and getattr(self._config.rules, node.kind) != "none":
-                kept = cells.without(local_values(path))
-                if not kept.empty:
-                    tree.devices[device_id][path] = kept
-        device_node = tree.devices[device_id].get(f"/device/{device_id}/")
-        where = device_node.values.get("site", ("", 0))[0] if device_node else ""
-        return tree.devices[device_id] if where == site else {}
+        compared = {path: _compared(cells, self._config) for path, cells in read.items()}
+        nodes = {path: cells for path, cells in compared.items() if cells is not None}
+        return nodes if _belongs(device_id, nodes, site, at_cloud=True) else {}
 
 
 def _strings(value: object) -> list[str]:
