@@ -479,7 +479,19 @@ async def test_status_says_when_the_sync_service_is_not_running(edge_config: Pat
     assert code == 3 and shown["state"].startswith("sync service not running (last seen")
 
 
-def test_status_on_a_platform_that_is_no_edge(config_file: Path) -> None:
-    result = run_m2m("sync", "status", config=config_file, check=False)
+@pytest.mark.parametrize("command", ["status", "check"])
+def test_sync_commands_on_a_platform_that_is_no_edge(config_file: Path, command: str) -> None:
+    result = run_m2m("sync", command, config=config_file, check=False)
     assert result.returncode == 1
     assert result.stderr.decode() == "Error: this platform is no edge: sync.upstream is not set\n"
+
+
+def test_a_check_says_when_the_cloud_cannot_be_reached(edge_config: Path, tmp_path: Path) -> None:
+    settings = yaml.safe_load(edge_config.read_text())
+    closed = f"127.0.0.1:{free_port()}"
+    settings["sync"]["upstream"]["nsqd_tcp_addresses"] = [closed]
+    config = tmp_path / "unreachable.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    result = run_m2m("sync", "check", config=config, check=False)
+    assert result.returncode == 1
+    assert result.stderr.decode() == f"Error: cannot reach the cloud's nsqd at {closed}\n"
