@@ -98,12 +98,15 @@ class NodeCells:
         """A hash of the node's cells, values and write times: equal on two platforms when
         they hold the same node."""
         hashing = hashlib.blake2b(digest_size=16)
-        hashing.update(self.path.encode())
-        if self.status is not None:
-            hashing.update(b"\0s%d@%d" % self.status)
-        for name in sorted(self.values):
+        status, status_at = self.status or (-1, -1)
+        path = self.path.encode()
+        hashing.update(b"%d:%d:%d:%d:" % (len(self.values), status, status_at, len(path)))
+        hashing.update(path)
+        for name in sorted(self.values):  # each part after its length: no two read alike
             value, at = self.values[name]
-            hashing.update(b"\0v%s\0%s@%d" % (name.encode(), value.encode(), at))
+            name_bytes, value_bytes = name.encode(), value.encode()
+            hashing.update(b"%d:%d:%d:" % (at, len(name_bytes), len(value_bytes)))
+            hashing.update(name_bytes + value_bytes)
         return hashing.digest()
 
     def to_fields(self) -> dict[str, Any]:

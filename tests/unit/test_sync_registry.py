@@ -72,6 +72,9 @@ def test_the_digest_covers_values_and_write_times_but_not_removals() -> None:
     assert base.digest() != NodeCells(SETTINGS, (100, 5), {"period": ("61", 7)}).digest()
     assert base.digest() != NodeCells(SETTINGS, (100, 5), {"period": ("60", 8)}).digest()
     assert base.digest() != NodeCells(SETTINGS, (100, 6), {"period": ("60", 7)}).digest()
+    split_one_way = NodeCells(SETTINGS, values={"a": ("b\0c", 1)})
+    split_another = NodeCells(SETTINGS, values={"a\0b": ("c", 1)})
+    assert split_one_way.digest() != split_another.digest()
 
 
 def test_what_was_sent_and_took_needs_no_answer() -> None:
