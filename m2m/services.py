@@ -1,9 +1,10 @@
-"""What ``m2m serve`` runs in one process: receivers, workers and web (and an edge site's
-sync service), started and stopped in order.
+"""What ``m2m serve`` runs in one process: receivers, workers and web (and the sync service
+of an edge site or of a cloud with sites), started and stopped in order.
 
 Start: the operations port (metrics and health, when ``metrics.listen`` is set), Cassandra,
-the publisher, the workers' consumers (and the sync service's, with its publisher to the
-cloud's nsqd), then the receivers' listening ports (and their
+the publisher, the workers' consumers (and the sync service's: at a site, with its
+publisher to the cloud's nsqd and its readers of the journal and of the cloud's queue for
+the site; at the cloud, its reader of the sites' changes and of the journal), then the receivers' listening ports (and their
 ``receivers`` control consumer, on a channel of this receiver's own). Each registers its
 readiness check. Stop, on SIGTERM/SIGINT: stop accepting devices and close their
 connections, let the consumers finish what they hold, flush everything accepted to nsqd,
@@ -267,7 +268,7 @@ class Services:
                 topics.REGISTRY_CHANGE: site.apply}), sync.upstream)  # fmt: skip
             self._sync_tasks += [
                 loop.create_task(report_status(self._database, forwarder, sync)),
-                loop.create_task(JournalShipper(self._database, site.send_up).run()),
+                loop.create_task(JournalShipper(self._database, "up", site.send_up).run()),
                 loop.create_task(keep_checking(checker, self._upstream, sync.check_interval)),
             ]
         if sync.sites:
@@ -280,7 +281,7 @@ class Services:
                 topics.CHECK_DEVICES: answers.answer,
             }))  # fmt: skip
             self._sync_tasks.append(
-                loop.create_task(JournalShipper(self._database, cloud.send_down).run())
+                loop.create_task(JournalShipper(self._database, "down", cloud.send_down).run())
             )
 
     def _consume(

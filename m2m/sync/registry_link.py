@@ -35,12 +35,13 @@ from m2m.registry.domain import DEFAULT_DOMAIN, Domains
 from m2m.registry.journal import JournalEntry, JournalReader
 from m2m.registry.node import RegistryNode
 from m2m.sync.cells import NodeCells, file_blocks, merge_cells, read_cells
-from m2m.sync.rules import SyncedNode, local_values, synced_node
+from m2m.sync.rules import SyncedNode, Way, local_values, synced_node
 
 log = logging.getLogger(__name__)
 
 CURSOR_NODE = "/.sync/journal/"
-"""Where the service keeps how far it has read the journal (value ``since``)."""
+"""Where the service keeps how far it has sent the journal on, per way (``up/``,
+``down/``: a platform that is both a site and a cloud sends both), in value ``since``."""
 POLL_INTERVAL = 0.5
 """Seconds between two reads of the journal."""
 RETRY_INTERVAL = 1.0
@@ -108,10 +109,10 @@ class JournalShipper:
     the registry, so a restarted service starts where it stopped.
     """
 
-    def __init__(self, database: Database, send: Send) -> None:
+    def __init__(self, database: Database, way: Way, send: Send) -> None:
         self._database = database
         self._send = send
-        self._cursor = RegistryNode(database, CURSOR_NODE)
+        self._cursor = RegistryNode(database, f"{CURSOR_NODE}{way}/")
 
     async def run(self) -> None:
         since = await self._cursor.value("since")
