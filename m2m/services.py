@@ -4,11 +4,11 @@ of an edge site or of a cloud with sites), started and stopped in order.
 Start: the operations port (metrics and health, when ``metrics.listen`` is set), Cassandra,
 the publisher, the workers' consumers (and the sync service's: at a site, with its
 publisher to the cloud's nsqd and its readers of the journal and of the cloud's queue for
-the site; at the cloud, its reader of the sites' changes and of the journal), then the receivers' listening ports (and their
-``receivers`` control consumer, on a channel of this receiver's own). Each registers its
-readiness check. Stop, on SIGTERM/SIGINT: stop accepting devices and close their
-connections, let the consumers finish what they hold, flush everything accepted to nsqd,
-then disconnect.
+the site; at the cloud, its reader of the sites' changes and of the journal), then the
+receivers' listening ports (and their ``receivers`` control consumer, on a channel of this
+receiver's own). Each registers its readiness check. Stop, on SIGTERM/SIGINT: stop
+accepting devices and close their connections, let the consumers finish what they hold,
+flush everything accepted to nsqd, then disconnect.
 """
 
 from __future__ import annotations

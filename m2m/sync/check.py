@@ -24,6 +24,7 @@ timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -52,6 +53,8 @@ CLI_CHECKS = "check-cli"
 read their answers on: every answer reaches both, each takes its own."""
 ANSWER_TIMEOUT = 120.0
 """Seconds the cloud has to answer one request of a check."""
+ASK_AGAIN_AFTER = 10.0
+"""Seconds without an answer after which a request is sent again."""
 DEVICES_PER_MESSAGE = 5000
 NODES_PER_MESSAGE = 200
 CHECK_RETRY = 10.0
@@ -267,19 +270,26 @@ class SiteChecker:
         await self._link.send_up(up)
 
     async def _ask(self, check_id: str, call: str, **fields: Any) -> list[Envelope]:
-        """Send a request of the check up and wait for every part of its answer."""
+        """Send a request of the check up and wait for every part of its answer.
+
+        The request goes again every :data:`ASK_AGAIN_AFTER` seconds without an answer:
+        an answer published before this checker's channel existed (its first check) or
+        taken by another checker is lost, and answering twice does no harm.
+        """
         request_id = uuid.uuid4().hex
         answer = self._waiting[request_id] = _Answer()
+        request = Envelope.make(
+            topics.SYNC_UP, call, f"sync;site={self._config.site}",
+            site=self._config.site, check=check_id, request=request_id, **fields,
+        )  # fmt: skip
+        deadline = time.monotonic() + ANSWER_TIMEOUT
         try:
-            request = Envelope.make(
-                topics.SYNC_UP, call, f"sync;site={self._config.site}",
-                site=self._config.site, check=check_id, request=request_id, **fields,
-            )  # fmt: skip
-            await self._link.send_message(request)
-            try:
-                return await asyncio.wait_for(answer.complete, ANSWER_TIMEOUT)
-            except TimeoutError:
-                raise CheckFailed(f"the cloud did not answer within {ANSWER_TIMEOUT:g} s") from None
+            while time.monotonic() < deadline:
+                await self._link.send_message(request)
+                wait = min(ASK_AGAIN_AFTER, deadline - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(answer.complete), wait)
+            raise CheckFailed(f"the cloud did not answer within {ANSWER_TIMEOUT:g} s")
         finally:
             del self._waiting[request_id]
 
