@@ -56,14 +56,21 @@ def test_what_is_not_cells_is_refused_as_an_invalid_message(fields: dict[str, ob
         NodeCells.of_fields(fields)
 
 
-@given(st.dictionaries(st.text(), st.recursive(st.none() | st.integers() | st.text(),
-       lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner))))  # fmt: skip
+TEXT = st.text(st.characters(exclude_categories=()))
+"""Any text JSON decodes to, lone surrogates included (``"\\ud800"``)."""
+FIELD_NAMES = st.sampled_from(["path", "status", "values", "removed", "erased", "blocks",
+                               "block"]) | TEXT  # fmt: skip
+
+
+@given(st.dictionaries(FIELD_NAMES, st.recursive(st.none() | st.integers() | TEXT,
+       lambda inner: st.lists(inner) | st.dictionaries(TEXT, inner))))  # fmt: skip
 def test_any_decoded_json_is_cells_or_an_invalid_message(fields: dict[str, object]) -> None:
     try:
         cells = NodeCells.of_fields({"path": SETTINGS, **fields} if fields else fields)
     except InvalidMessage:
         return
-    assert cell_writes(cells) is not None
+    assert NodeCells.of_fields(cells.to_fields()) == cells  # what is taken travels as it is
+    assert all(param is not None for _, params in cell_writes(cells) for param in params)
 
 
 def test_the_digest_covers_values_and_write_times_but_not_removals() -> None:
