@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from m2m.bus import topics
 from m2m.bus.consumer import Handler
@@ -28,7 +29,7 @@ from m2m.bus.envelope import Envelope, InvalidMessage
 from m2m.bus.publisher import Publisher
 from m2m.bus.push import PushNotSentError, push_to_device
 from m2m.cassandra import Database
-from m2m.config import SyncConfig
+from m2m.config import SyncConfig, SyncRules
 from m2m.errors import Unavailable
 from m2m.registry.device import DEVICES, Devices, device_id_for
 from m2m.registry.domain import DEFAULT_DOMAIN, Domains
@@ -170,15 +171,13 @@ class SiteLink:
 
     async def apply(self, envelope: Envelope) -> None:
         """A change from the cloud, if its kind comes down."""
-        cells = NodeCells.of_fields(envelope.fields)
-        node = synced_or_refused(cells.path)
-        carried = node.carried(cells.without(local_values(cells.path)), self.config.rules, "down")
-        if carried is None:
+        merged = await merge_change(self.database, envelope, self.config.rules, "down")
+        if merged is None:
             return
-        answer = await merge_cells(self.database, carried)
+        node, path, answer = merged
         if answer is not None:
             await self.send_up([(node, answer)])
-        call = _PUSHED.get(cells.path.rsplit("/", 2)[-2])
+        call = _PUSHED.get(path.rsplit("/", 2)[-2])
         if call is not None and node.device_id is not None:
             try:
                 await push_to_device(
@@ -230,12 +229,10 @@ class CloudLink:
         site = envelope.fields.get("site")
         if site not in self.config.sites:
             raise InvalidMessage(f"a change from {site!r:.60}, not a site of this platform")
-        cells = NodeCells.of_fields(envelope.fields)
-        node = synced_or_refused(cells.path)
-        carried = node.carried(cells.without(local_values(cells.path)), self.config.rules, "up")
-        if carried is None:
+        merged = await merge_change(self.database, envelope, self.config.rules, "up")
+        if merged is None:
             return
-        answer = await merge_cells(self.database, carried)
+        node, _, answer = merged
         down = None if answer is None else node.carried(answer, self.config.rules, "down")
         if down is not None:
             await self._send(site, down)
@@ -285,6 +282,25 @@ async def device_paths(database: Database, device_id: str) -> list[str]:
     if ident is not None and device_id_for(ident) == device_id:
         paths.append(f"/device/by-ident/{ident}/")
     return paths
+
+
+class Merged(NamedTuple):
+    node: SyncedNode
+    path: str
+    answer: NodeCells | None
+    """What won here where it was not what was sent (None: all of it took)."""
+
+
+async def merge_change(
+    database: Database, envelope: Envelope, rules: SyncRules, way: Way
+) -> Merged | None:
+    """Merge the change a message carries, what of it comes ``way`` (None: nothing does)."""
+    cells = NodeCells.of_fields(envelope.fields)
+    node = synced_or_refused(cells.path)
+    carried = node.carried(cells.without(local_values(cells.path)), rules, way)
+    if carried is None:
+        return None
+    return Merged(node, cells.path, await merge_cells(database, carried))
 
 
 def synced_or_refused(path: str) -> SyncedNode:
