@@ -219,7 +219,9 @@ class LoggingConfig(_Section):
 
 
 SITE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$"
-"""A site's name: it is part of an NSQ topic's name (``sync-down-<site>``)."""
+"""A site's name: it is part of NSQ topics' names (``sync-down-<site>``)."""
+MAX_TOPIC_LENGTH = 64
+"""nsqd's longest topic name."""
 
 Direction = Literal["both", "up", "down", "none"]
 
@@ -302,7 +304,17 @@ class Config(_Section):
     @model_validator(mode="after")
     def _journal_for_sync(self) -> Config:
         """A platform with a sync service (a site, or a cloud with sites) journals the
-        registry's changes, whichever of its processes makes them."""
+        registry's changes, whichever of its processes makes them; its sites' topics on
+        the cloud's nsqd must be names nsqd takes."""
+        prefixes = [(self.sync.upstream.topic_prefix, self.sync.site)] if self.sync.upstream else []
+        prefixes += [(self.nsq.topic_prefix, site) for site in self.sync.sites]
+        for prefix, site in prefixes:
+            longest = f"{prefix}sync-check-{site}"
+            if len(longest) > MAX_TOPIC_LENGTH:
+                raise ValueError(
+                    f"site {site!r}: its topic {longest!r} is longer than nsqd's"
+                    f" {MAX_TOPIC_LENGTH} characters (a shorter site name or topic prefix)"
+                )
         if (self.sync.upstream or self.sync.sites) and not self.cassandra.registry_journal:
             cassandra = self.cassandra.model_copy(update={"registry_journal": True})
             object.__setattr__(self, "cassandra", cassandra)
@@ -470,6 +482,8 @@ def _describe(exc: ValidationError, source: str) -> str:
         key = ".".join(str(part) for part in error["loc"])
         if error["type"] == "extra_forbidden":
             problems.append(f"{source}: unknown key '{key}'")
-        else:
+        elif key:
             problems.append(f"{source}: key '{key}': {error['msg']}")
+        else:  # a rule across sections
+            problems.append(f"{source}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)

@@ -101,6 +101,10 @@ def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
         ("receivers: {enrollment: sometimes}\n", "key 'receivers.enrollment'"),
         ("sync: {sites: [a/b]}\n", "key 'sync.sites.0'"),
         ("sync: {rules: {status: sideways}}\n", "key 'sync.rules.status'"),
+        (
+            f"nsq: {{topic_prefix: staging.}}\nsync: {{sites: [{'s' * 48}]}}\n",
+            "longer than nsqd's 64 characters",
+        ),
         ("- just\n- a list\n", "must be a mapping"),
         ("cassandra: {port: [\n", "not valid YAML"),
     ],
